@@ -1,0 +1,61 @@
+"""Distribution ``pymarl-nonmono``: non-monotonic QMIX (arXiv 2511.09792) for PyMARL2."""
+
+from pathlib import Path
+
+from setuptools import setup
+
+HERE = Path(__file__).parent
+
+setup(
+    name="pymarl-nonmono",
+    version="0.1.0",
+    description=(
+        "Non-monotonic value factorisation (AAAI-2026, arXiv 2511.09792) "
+        "as a plugin pack for PyMARL2"
+    ),
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    # The YAML configs live in the top-level ``config/`` folder (the layout users see)
+    # and are installed as the data package ``pymarl_nonmono.config``.
+    packages=[
+        "pymarl_nonmono",
+        "pymarl_nonmono.numerics",
+        "pymarl_nonmono.hosts",
+        "pymarl_nonmono.hosts.pymarl2",
+        "pymarl_nonmono.config",
+        "pymarl_nonmono.patches",
+    ],
+    package_dir={
+        "pymarl_nonmono.config": "config",
+        "pymarl_nonmono.patches": "patches",
+    },
+    package_data={
+        "pymarl_nonmono.config": ["algs/*.yaml", "envs/*.yaml"],
+        "pymarl_nonmono.patches": ["pymarl2/*.patch"],
+    },
+    include_package_data=False,
+    install_requires=[
+        # torch is deliberately a range: install the CPU or CUDA build you want first.
+        "torch>=2.0",
+        "numpy>=1.24",
+        "PyYAML>=6",
+        "sacred>=0.8.4",
+        # sacred 0.8 imports pkg_resources, removed from setuptools 81.
+        "setuptools<81",
+    ],
+    extras_require={
+        "test": ["pytest>=7"],
+    },
+    entry_points={
+        "console_scripts": ["pymarl-nonmono = pymarl_nonmono.cli:main"],
+        # Read by the plugin hook that ``pymarl-nonmono install`` adds to PyMARL2's main.py.
+        "pymarl2.plugins": ["nonmono = pymarl_nonmono.hosts.pymarl2.plugin:activate"],
+    },
+    classifiers=[
+        "License :: OSI Approved :: Apache Software License",
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)
