@@ -1,0 +1,296 @@
+import copy
+import io
+
+import pytest
+import torch
+
+from pymarl_nonmono.errors import ConfigError
+from pymarl_nonmono.numerics.rnd import RND, RunningMeanStd, combine_rewards
+
+D = 8
+
+
+@pytest.fixture(autouse=True, scope="module")
+def single_thread():
+    # These tensors are tiny: intra-op threads only add barrier waits, which cost
+    # seconds per test when another process holds a core.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def make_rnd(seed: int = 0, **overrides) -> RND:
+    torch.manual_seed(seed)
+    kwargs = dict(input_dim=D, hidden_dim=64, output_dim=16, n_layers=2, lr=1e-3)
+    kwargs.update(overrides)
+    return RND(**kwargs)
+
+
+def batch(seed: int, b: int = 4, t: int = 5, n: int | None = None):
+    g = torch.Generator().manual_seed(seed)
+    shape = (b, t, D) if n is None else (b, t, n, D)
+    x = torch.randn(*shape, generator=g)
+    mask = torch.ones(b, t)
+    mask[:, -2:] = 0  # padded tail, as in variable-length episodes
+    return x, mask
+
+
+def params(module: torch.nn.Module) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in module.parameters()]
+
+
+def same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+# ----------------------------------------------------------------- running stats
+def test_running_mean_std_matches_direct_statistics_and_round_trips():
+    g = torch.Generator().manual_seed(0)
+    data = torch.randn(1000, generator=g, dtype=torch.float64) * 3 + 2
+    rms = RunningMeanStd()
+    assert rms.mean.dtype == torch.float64 and float(rms.std) == pytest.approx(1.0)
+    for chunk in torch.split(data, [1, 10, 300, 689]):
+        rms.update(chunk)
+    rms.update(torch.empty(0))
+    assert float(rms.count) == 1000
+    assert float(rms.mean) == pytest.approx(float(data.mean()), rel=1e-12)
+    assert float(rms.var) == pytest.approx(float(data.var(unbiased=False)), rel=1e-12)
+    assert float(rms.std) == pytest.approx(float(data.std(unbiased=False)), rel=1e-7)
+    fresh = RunningMeanStd()
+    fresh.load_state_dict(rms.state_dict())
+    assert torch.equal(fresh.mean, rms.mean) and torch.equal(fresh.var, rms.var)
+    assert torch.equal(fresh.count, rms.count)
+    constant = RunningMeanStd()
+    constant.update(torch.full((5,), 3.0))
+    assert float(constant.std) > 0
+
+
+# ----------------------------------------------------------------- learning
+def test_novelty_falls_on_trained_state_and_stays_high_elsewhere():
+    rnd = make_rnd()
+    g = torch.Generator().manual_seed(1)
+    seen = torch.randn(D, generator=g)
+    unseen = -4.0 * seen + 2.0 * torch.randn(D, generator=g)
+    x = seen.expand(2, 3, D)
+    mask = torch.ones(2, 3)
+    initial = float(rnd.novelty(seen))
+    for _ in range(300):
+        rnd.update(x, mask)
+    trained = float(rnd.novelty(seen))
+    far = float(rnd.novelty(unseen))
+    assert trained < 0.1 * initial
+    assert far > 5.0 * trained
+    assert far > 0.5 * initial
+
+
+def test_target_is_frozen_and_never_changes():
+    rnd = make_rnd()
+    assert all(not p.requires_grad for p in rnd.target.parameters())
+    assert not rnd.target.training
+    optimised = {id(p) for group in rnd.optimizer.param_groups for p in group["params"]}
+    assert optimised == {id(p) for p in rnd.predictor.parameters()}
+    rnd.train()
+    assert not rnd.target.training
+    before_target, before_pred = params(rnd.target), params(rnd.predictor)
+    for i in range(20):
+        x, mask = batch(i)
+        rnd.update(x, mask)
+    assert same(params(rnd.target), before_target)
+    assert not same(params(rnd.predictor), before_pred)
+
+
+def test_update_returns_masked_loss_and_ignores_masked_inputs():
+    rnd_a, rnd_b = make_rnd(3), make_rnd(3)
+    x, mask = batch(0)
+    expected = float(rnd_a.novelty(x)[mask.bool()].mean())
+    junk = x.clone()
+    junk[mask == 0] = 1e3
+    loss_a = rnd_a.update(x, mask)
+    loss_b = rnd_b.update(junk, mask)
+    assert loss_a == pytest.approx(expected, rel=1e-5)
+    assert loss_a == loss_b
+    assert same(params(rnd_a.predictor), params(rnd_b.predictor))
+    before = params(rnd_a.predictor)
+    assert rnd_a.update(x, torch.zeros_like(mask)) == 0.0
+    assert same(params(rnd_a.predictor), before)
+
+
+# ----------------------------------------------------------------- intrinsic reward
+def test_intrinsic_reward_is_normalised_novelty():
+    rnd = make_rnd()
+    x, mask = batch(0)
+    nov = rnd.novelty(x)
+    reward = rnd.intrinsic_reward(x, mask)
+    valid = nov[mask.bool()].double()
+    std = valid.std(unbiased=False) + rnd.normaliser.eps
+    assert float(rnd.normaliser.count) == valid.numel()
+    assert torch.allclose(reward[mask.bool()].double(), valid / std, rtol=1e-5)
+
+
+def test_masked_entries_give_zero_reward_and_do_not_move_normaliser():
+    rnd_a, rnd_b = make_rnd(), make_rnd()
+    x, mask = batch(0)
+    junk = x.clone()
+    junk[mask == 0] = float("nan")
+    r_a = rnd_a.intrinsic_reward(x, mask)
+    r_b = rnd_b.intrinsic_reward(junk, mask)
+    assert bool((r_a[mask == 0] == 0).all()) and bool((r_a[mask == 1] > 0).all())
+    assert torch.equal(r_a, r_b)
+    assert torch.equal(rnd_a.normaliser.var, rnd_b.normaliser.var)
+    assert torch.equal(rnd_a.normaliser.mean, rnd_b.normaliser.mean)
+    assert float(rnd_a.normaliser.count) == float(mask.sum())
+    # A fully masked batch leaves the statistics untouched.
+    state = {k: v.clone() for k, v in rnd_a.normaliser.state_dict().items()}
+    out = rnd_a.intrinsic_reward(x, torch.zeros_like(mask))
+    assert bool((out == 0).all())
+    assert all(torch.equal(v, rnd_a.normaliser.state_dict()[k]) for k, v in state.items())
+
+
+def test_per_agent_observations_reduce_to_batch_time():
+    rnd = make_rnd()
+    x, mask = batch(0, n=3)
+    reward = rnd.intrinsic_reward(x, mask)
+    assert reward.shape == (4, 5)
+    assert float(rnd.normaliser.count) == float(mask.sum()) * 3
+    expected = (rnd.novelty(x).double() / rnd.normaliser.std).mean(-1) * mask
+    assert torch.allclose(reward.double(), expected, rtol=1e-5)
+    assert isinstance(rnd.update(x, mask.unsqueeze(-1)), float)
+    assert rnd.intrinsic_reward(x, mask.unsqueeze(-1), update_normaliser=False).shape == (4, 5)
+
+
+def test_normaliser_round_trips_through_state_dict():
+    rnd = make_rnd(0)
+    for i in range(3):
+        x, mask = batch(i)
+        rnd.intrinsic_reward(x, mask)
+        rnd.update(x, mask)
+    buf = io.BytesIO()
+    torch.save(rnd.state_dict(), buf)
+    buf.seek(0)
+    fresh = make_rnd(99)
+    fresh.load_state_dict(torch.load(buf))
+    assert set(rnd.state_dict()) >= {"normaliser.mean", "normaliser.var", "normaliser.count"}
+    x, mask = batch(10)
+    assert torch.equal(rnd.intrinsic_reward(x, mask), fresh.intrinsic_reward(x, mask))
+
+
+def test_full_state_dict_resumes_training_exactly():
+    rnd = make_rnd(0)
+    for i in range(5):
+        rnd.update(*batch(i))
+    buf = io.BytesIO()
+    torch.save(rnd.full_state_dict(), buf)
+    buf.seek(0)
+    resumed = make_rnd(7)
+    resumed.load_full_state_dict(torch.load(buf))
+    for i in range(5, 10):
+        x, mask = batch(i)
+        assert rnd.update(x, mask) == resumed.update(x, mask)
+        assert torch.equal(rnd.intrinsic_reward(x, mask), resumed.intrinsic_reward(x, mask))
+    assert same(params(rnd), params(resumed))
+    assert same(list(rnd.buffers()), list(resumed.buffers()))
+    # Without the optimiser state (plain state_dict) Adam restarts and diverges.
+    restarted = make_rnd(7)
+    restarted.load_state_dict(make_rnd_after(5).state_dict())
+    for i in range(5, 10):
+        restarted.update(*batch(i))
+    assert not same(params(restarted.predictor), params(rnd.predictor))
+    with pytest.raises(ValueError, match="missing \\['optimizer'\\]"):
+        resumed.load_full_state_dict({"module": rnd.state_dict()})
+
+
+def make_rnd_after(steps: int) -> RND:
+    rnd = make_rnd(0)
+    for i in range(steps):
+        rnd.update(*batch(i))
+    return rnd
+
+
+def test_snapshot_is_not_aliased_to_live_module():
+    rnd = make_rnd(0)
+    snap = rnd.full_state_dict()
+    rnd.update(*batch(0))
+    fresh = make_rnd(5)
+    fresh.load_full_state_dict(snap)
+    assert same(params(fresh), params(make_rnd(0)))
+
+
+def test_same_seed_same_results():
+    def run(seed):
+        rnd = make_rnd(seed)
+        out = []
+        for i in range(3):
+            x, mask = batch(i, n=2)
+            out.append(rnd.intrinsic_reward(x, mask))
+            out.append(torch.tensor(rnd.update(x, mask)))
+        return out, params(rnd)
+
+    (out1, p1), (out2, p2), (out3, _) = run(1), run(1), run(2)
+    assert same(out1, out2) and same(p1, p2)
+    assert not same(out1, out3)
+
+
+def test_independent_initialisation():
+    rnd = make_rnd()
+    assert not torch.equal(rnd.target[0].weight, rnd.predictor[0].weight)
+    assert float(rnd.novelty(torch.randn(D))) > 0
+    assert len(rnd.target) == len(rnd.predictor) == 2 * 2 + 1
+
+
+# ----------------------------------------------------------------- combine / errors
+def test_combine_rewards():
+    r_ext = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+    r_int = torch.tensor([[0.5, 0.0], [1.0, 2.0]])
+    assert torch.equal(combine_rewards(r_ext, r_int, 0.5), torch.tensor([[1.25, 2.0], [3.5, 5.0]]))
+    assert torch.equal(combine_rewards(r_ext, r_int, 0.0), r_ext)
+    col = combine_rewards(r_ext.unsqueeze(-1), r_int, 2.0)
+    assert col.shape == (2, 2, 1)
+    assert torch.equal(col.squeeze(-1), r_ext + 2.0 * r_int)
+    with pytest.raises(ConfigError, match="rnd_beta=-0.1"):
+        combine_rewards(r_ext, r_int, -0.1)
+    with pytest.raises(ValueError, match=r"r_int has shape \[2, 3\], expected \[2, 2\]"):
+        combine_rewards(r_ext.unsqueeze(-1), torch.zeros(2, 3), 1.0)
+
+
+@pytest.mark.parametrize(
+    "option,value",
+    [
+        ("input_dim", 0),
+        ("hidden_dim", -3),
+        ("output_dim", 2.5),
+        ("n_layers", 0),
+        ("lr", 0.0),
+        ("lr", -1e-3),
+    ],
+)
+def test_bad_config_names_option(option, value):
+    with pytest.raises(ConfigError, match=rf"^{option}="):
+        make_rnd(**{option: value})
+
+
+def test_bad_shapes():
+    rnd = make_rnd()
+    with pytest.raises(ValueError, match=rf"x has shape \[4, 5, 3\], expected \[\*, \*, {D}\]"):
+        rnd.novelty(torch.zeros(4, 5, 3))
+    with pytest.raises(ValueError, match=r"mask has shape \[4, 6\], expected \[4, 5\]"):
+        rnd.intrinsic_reward(torch.zeros(4, 5, D), torch.ones(4, 6))
+    with pytest.raises(ValueError, match=r"expected \[B, T, 8\] or \[B, T, N, 8\]"):
+        rnd.update(torch.zeros(5, D), torch.ones(5))
+
+
+@pytest.mark.parametrize("shape", [(3, 5, 4), (3, 5, 2, 4)])
+def test_reward_and_update_equals_reward_then_update(shape):
+    torch.manual_seed(0)
+    a = RND(4, 16, 8, 2, 1e-3)
+    b = copy.deepcopy(a)
+    x = torch.randn(*shape)
+    mask = (torch.rand(3, 5) > 0.3).float()
+    for _ in range(3):
+        r_b = b.intrinsic_reward(x, mask)
+        loss_b = b.update(x, mask)
+        r_a, loss_a = a.reward_and_update(x, mask)
+        torch.testing.assert_close(r_a, r_b)
+        assert loss_a == pytest.approx(loss_b, rel=1e-6)
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(pa, pb)
