@@ -1,0 +1,222 @@
+"""TD(λ) value-factorisation learner on PyMARL2's learner protocol.
+
+One update: per-agent Q-values from the controller, mixed into Q_tot by the mixer named
+in ``mixer`` (from :data:`~pymarl_nonmono.numerics.mixers.MIXERS`), regressed on λ-returns
+whose bootstrap is named in ``td_bootstrap`` (``q``, ``sarsa``, ``expected_sarsa``,
+``q_lambda``). With ``use_rnd`` the extrinsic reward gets β·(normalised RND novelty of
+the next state). Target networks are hard-copied every ``target_update_interval``
+episodes, as in PyMARL2.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+
+import torch
+
+from ...numerics.mixers import make_mixer
+from ...numerics.rnd import RND, combine_rewards
+from ...numerics.schedules import make_schedule
+from ...numerics.targets import (
+    agent_bootstrap_utilities,
+    lambda_returns,
+    needs_behaviour_probs,
+    q_lambda_returns,
+    uses_q_lambda_correction,
+)
+from .batch import episodes_from_batch
+from .settings import LearnerSettings, RNDSettings, read_settings
+
+log = logging.getLogger(__name__)
+
+
+def _gather(q: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    return torch.gather(q, dim=-1, index=actions.unsqueeze(-1)).squeeze(-1)
+
+
+class NonMonoLearner:
+    def __init__(self, mac, scheme, logger, args) -> None:
+        self.args = args
+        self.cfg: LearnerSettings = read_settings(LearnerSettings, args, "nonmono_learner")
+        self.rnd_cfg: RNDSettings = read_settings(RNDSettings, args, "nonmono_learner")
+        self.mac = mac
+        self.logger = logger
+        self.device = torch.device(getattr(args, "device", "cpu"))
+        state_dim = int(torch.tensor(scheme["state"]["vshape"]).prod().item())
+        self.mixer = make_mixer(
+            self.cfg.mixer,
+            n_agents=int(args.n_agents),
+            state_dim=state_dim,
+            embed_dim=self.cfg.mixing_embed_dim,
+            hypernet_embed=self.cfg.hypernet_embed,
+            hypernet_layers=int(self.cfg.hypernet_layers),
+        )
+        self.target_mixer = copy.deepcopy(self.mixer)
+        self.target_mac = copy.deepcopy(mac)
+        self.params = list(mac.parameters()) + list(self.mixer.parameters())
+        if self.cfg.optimizer == "adam":
+            self.optimiser = torch.optim.Adam(self.params, lr=self.cfg.lr)
+        else:
+            self.optimiser = torch.optim.RMSprop(
+                self.params, lr=self.cfg.lr, alpha=self.cfg.optim_alpha, eps=self.cfg.optim_eps
+            )
+        self.rnd = None
+        if self.rnd_cfg.use_rnd:
+            rnd_dim = state_dim if self.rnd_cfg.rnd_input == "state" else int(scheme["obs"]["vshape"])
+            self.rnd = RND(
+                rnd_dim,
+                self.rnd_cfg.rnd_hidden_dim,
+                self.rnd_cfg.rnd_output_dim,
+                self.rnd_cfg.rnd_layers,
+                self.rnd_cfg.rnd_lr,
+            )
+            self.rnd_beta = make_schedule(
+                "linear", self.rnd_cfg.rnd_beta_start, self.rnd_cfg.rnd_beta_finish,
+                self.rnd_cfg.rnd_beta_anneal_time,
+            )
+        self.with_probs = needs_behaviour_probs(self.cfg.td_bootstrap)
+        self.last_target_update_episode = 0
+        self.log_stats_t = -self.cfg.learner_log_interval - 1
+        log.info(
+            "nonmono_learner: mixer=%s (%d parameters), td_bootstrap=%s, td_lambda=%s, rnd=%s",
+            self.cfg.mixer, sum(p.numel() for p in self.mixer.parameters()),
+            self.cfg.td_bootstrap, self.cfg.td_lambda, self.rnd_cfg.use_rnd,
+        )
+
+    # -- one update ---------------------------------------------------------------
+    def train(self, batch, t_env: int, episode_num: int, per_weight=None):
+        ep = episodes_from_batch(batch, with_probs=self.with_probs)
+        mask = ep.mask
+        self.mac.agent.train()
+        q = self.mac.unroll(batch)  # [B, T+1, N, A]
+        with torch.no_grad():
+            self.target_mac.agent.train()
+            target_q = self.target_mac.unroll(batch)
+            rewards, rnd_stats = self._rewards(ep, t_env)
+            utilities = agent_bootstrap_utilities(
+                self.cfg.td_bootstrap,
+                target_q,
+                online_q=q.detach(),
+                actions=ep.actions,
+                probs=ep.probs,
+                avail_actions=ep.avail_actions,
+                double_q=self.cfg.double_q,
+            )
+            values = self.target_mixer(utilities, ep.state)
+            if uses_q_lambda_correction(self.cfg.td_bootstrap):
+                taken = self.target_mixer(_gather(target_q, ep.actions), ep.state)
+                targets = q_lambda_returns(
+                    rewards, ep.terminated, mask, values, taken, self.cfg.gamma, self.cfg.td_lambda
+                )
+            else:
+                targets = lambda_returns(rewards, ep.terminated, mask, values, self.cfg.gamma, self.cfg.td_lambda)
+
+        chosen = _gather(q[:, :-1], ep.actions[:, :-1])
+        q_tot = self.mixer(chosen, ep.state[:, :-1])
+        td_error = (q_tot - targets) * mask
+        sq = 0.5 * td_error.pow(2)
+        if self.cfg.use_per:
+            weights = torch.as_tensor(per_weight, dtype=sq.dtype, device=sq.device).view(-1, 1)
+            sq = sq * weights
+        mask_sum = mask.sum().clamp(min=1.0)
+        loss = sq.sum() / mask_sum
+
+        self.optimiser.zero_grad()
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_norm_clip)
+        self.optimiser.step()
+
+        if (episode_num - self.last_target_update_episode) / self.cfg.target_update_interval >= 1.0:
+            self._update_targets()
+            self.last_target_update_episode = episode_num
+
+        if t_env - self.log_stats_t >= self.cfg.learner_log_interval:
+            n = mask_sum.item()
+            stats = {
+                "loss_td": loss.item(),
+                "grad_norm": float(grad_norm),
+                "td_error_abs": td_error.abs().sum().item() / n,
+                "q_taken_mean": (q_tot * mask).sum().item() / n,
+                "target_mean": (targets * mask).sum().item() / n,
+                **rnd_stats,
+            }
+            temperature = getattr(self.mac.action_selector, "temperature", None)
+            if temperature is not None:
+                stats["temperature"] = float(temperature)
+            for key, value in stats.items():
+                self.logger.log_stat(key, value, t_env)
+            self.log_stats_t = t_env
+
+        info = {}
+        if self.cfg.use_per:
+            info["td_errors_abs"] = self._priorities(td_error, mask, ep.reward)
+        return info
+
+    def _rewards(self, ep, t_env):
+        if self.rnd is None:
+            return ep.reward, {}
+        # Novelty of the state the transition leads to, as in RND.
+        x = ep.state[:, 1:] if self.rnd_cfg.rnd_input == "state" else ep.obs[:, 1:]
+        with torch.enable_grad():
+            r_int, rnd_loss = self.rnd.reward_and_update(x, ep.mask)
+        beta = self.rnd_beta.value(t_env)
+        valid = r_int[ep.mask > 0]
+        stats = {
+            "rnd_reward_mean": valid.mean().item() if valid.numel() else 0.0,
+            "rnd_reward_std": valid.std().item() if valid.numel() > 1 else 0.0,
+            "rnd_loss": rnd_loss,
+            "rnd_beta": beta,
+        }
+        return combine_rewards(ep.reward, r_int, beta), stats
+
+    def _priorities(self, td_error, mask, reward):
+        if self.cfg.return_priority:
+            # Same normalised-return priority as PyMARL2's nq_learner offers.
+            ret = reward.sum(1).detach().cpu()
+            self._pmax = max(getattr(self, "_pmax", float("-inf")), ret.max().item())
+            self._pmin = min(getattr(self, "_pmin", float("inf")), ret.min().item())
+            return (ret - self._pmin) / (self._pmax - self._pmin + 1e-5)
+        return (td_error.abs().sum(1) / mask.sum(1).clamp(min=1.0).sqrt()).detach().cpu()
+
+    def _update_targets(self):
+        self.target_mac.load_state(self.mac)
+        self.target_mixer.load_state_dict(self.mixer.state_dict())
+        log.debug("updated target networks")
+
+    # -- PyMARL2 learner protocol -------------------------------------------------
+    def cuda(self):
+        self.device = torch.device("cuda")
+        self.mac.cuda()
+        self.target_mac.cuda()
+        self.mixer.cuda()
+        self.target_mixer.cuda()
+        if self.rnd is not None:
+            self.rnd.cuda()
+
+    def save_models(self, path):
+        self.mac.save_models(path)
+        state = {
+            "mixer": self.mixer.state_dict(),
+            "target_mixer": self.target_mixer.state_dict(),
+            "target_agent": self.target_mac.agent.state_dict(),
+            "optimiser": self.optimiser.state_dict(),
+            "last_target_update_episode": self.last_target_update_episode,
+        }
+        if self.rnd is not None:
+            state["rnd"] = self.rnd.full_state_dict()
+        torch.save(state, os.path.join(path, "nonmono_learner.th"))
+
+    def load_models(self, path):
+        self.mac.load_models(path)
+        state = torch.load(os.path.join(path, "nonmono_learner.th"), map_location="cpu")
+        self.mixer.load_state_dict(state["mixer"])
+        self.target_mixer.load_state_dict(state["target_mixer"])
+        self.target_mac.agent.load_state_dict(state["target_agent"])
+        self.optimiser.load_state_dict(state["optimiser"])
+        self.last_target_update_episode = state["last_target_update_episode"]
+        if self.rnd is not None:
+            if "rnd" not in state:
+                raise ValueError(f"{path} has no RND state but use_rnd=True; it was saved by a run without RND")
+            self.rnd.load_full_state_dict(state["rnd"])

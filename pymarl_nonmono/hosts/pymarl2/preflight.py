@@ -1,0 +1,98 @@
+"""Checks run once at start-up, before PyMARL2 builds anything.
+
+They turn the two ways a run usually goes wrong late (a typo in a config key, or an
+environment whose software is missing) into one message at start-up that names the key
+or the missing piece, where we looked, and how to fix it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import yaml
+
+from ...errors import ConfigError, check_known_keys
+from .settings import SETTINGS_CLASSES, our_keys, read_settings
+
+OUR_LEARNER = "nonmono_learner"
+OUR_MAC = "nonmono_mac"
+
+# Keys PyMARL2 adds to its config at run time (run.py and sacred), not found in any YAML.
+HOST_RUNTIME_KEYS = {
+    "seed", "device", "unique_token", "n_agents", "n_actions", "state_shape", "obs_shape",
+    "episode_limit", "accumulated_episodes", "unit_dim", "agent_own_state_size",
+}
+
+SMAC_INSTALL = (
+    "pip install git+https://github.com/oxwhirl/smac.git  "
+    "(StarCraft's SMAC; PyPI's 'smac' is SMAC3, a different project)"
+)
+SC2_INSTALL = (
+    "download the StarCraft II Linux package (4.10) from "
+    "https://github.com/Blizzard/s2client-proto#downloads, unzip it to ~/StarCraftII "
+    "or point SC2PATH at it, and copy SMAC's maps (SMAC_Maps) into $SC2PATH/Maps"
+)
+
+
+class PreflightError(RuntimeError):
+    """Something the run needs is missing; the message says what and how to get it."""
+
+
+def yaml_keys(folders: Iterable[Path]) -> set[str]:
+    keys: set[str] = set()
+    for folder in folders:
+        for path in sorted(Path(folder).rglob("*.yaml")):
+            with open(path, encoding="utf-8") as f:
+                data = yaml.safe_load(f) or {}
+            if isinstance(data, Mapping):
+                keys.update(data)
+    return keys
+
+
+def check_config(config: Mapping, host_config_dir: Path, plugin_config_dirs: Iterable[Path]) -> None:
+    """Validate a run that uses our learner or controller; other runs pass untouched."""
+    if config.get("learner") != OUR_LEARNER and config.get("mac") != OUR_MAC:
+        return
+    if config.get("learner") == OUR_LEARNER and config.get("mac") != OUR_MAC:
+        raise ConfigError(f"learner={OUR_LEARNER!r} needs mac={OUR_MAC!r}, got mac={config.get('mac')!r}")
+    if config.get("q_lambda"):
+        raise ConfigError("q_lambda=True is PyMARL2's nq_learner switch; with nonmono_learner use td_bootstrap=q_lambda")
+    known = yaml_keys([host_config_dir, *plugin_config_dirs]) | our_keys() | HOST_RUNTIME_KEYS
+    check_known_keys("config", config.keys(), known)
+    for cls in SETTINGS_CLASSES:
+        read_settings(cls, config, OUR_LEARNER)
+
+
+def starcraft_problems(map_name: str | None = None) -> list[str]:
+    """What is missing for StarCraft II runs, each with its fix; empty when all is there."""
+    problems = []
+    try:
+        importlib.import_module("smac.env")
+        smac_ok = hasattr(importlib.import_module("smac.env"), "StarCraft2Env")
+    except Exception as exc:  # any failure to import means "not usable"
+        smac_ok = False
+        problems.append(f"StarCraft's SMAC is not importable ({type(exc).__name__}: {exc}). Install: {SMAC_INSTALL}")
+    if not smac_ok and not problems:
+        problems.append(f"the installed 'smac' has no smac.env.StarCraft2Env (is it PyPI's SMAC3?). Install: {SMAC_INSTALL}")
+    raw = os.environ.get("SC2PATH", "~/StarCraftII")
+    root = Path(os.path.expanduser(raw))
+    versions = root / "Versions"
+    if not versions.is_dir() or not any(p.name.startswith("Base") for p in versions.iterdir()):
+        problems.append(
+            f"StarCraft II game not found: looked for {versions}/Base* (SC2PATH={raw!r}). Fix: {SC2_INSTALL}"
+        )
+    elif map_name:
+        maps = list((root / "Maps").rglob(f"{map_name}.SC2Map")) if (root / "Maps").is_dir() else []
+        if not maps:
+            problems.append(f"map {map_name!r} not found under {root / 'Maps'}. Fix: {SC2_INSTALL}")
+    return problems
+
+
+def check_environment(config: Mapping) -> None:
+    if config.get("env") == "sc2":
+        problems = starcraft_problems((config.get("env_args") or {}).get("map_name"))
+        if problems:
+            raise PreflightError("cannot run env=sc2: " + "; ".join(problems))

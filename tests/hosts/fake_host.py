@@ -1,0 +1,103 @@
+"""Minimal stand-ins for PyMARL2's EpisodeBatch, agent and logger, for adapter unit tests.
+
+They follow the host protocols in FACTS.md closely enough to drive our learner and
+controller without a PyMARL2 checkout; the integration tests use the real host.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+import yaml
+
+CONFIG = Path(__file__).resolve().parents[2] / "config"
+
+# default.yaml keys that our learner reads (PyMARL2's defaults).
+HOST_DEFAULTS = dict(gamma=0.99, grad_norm_clip=10, optim_alpha=0.99, optim_eps=1e-5,
+                     learner_log_interval=0, use_cuda=False, device="cpu", rnn_hidden_dim=16)
+
+
+def make_args(alg: str, n_agents=3, n_actions=4, **overrides) -> SimpleNamespace:
+    with open(CONFIG / "algs" / f"{alg}.yaml") as f:
+        cfg = yaml.safe_load(f)
+    cfg.update(HOST_DEFAULTS)
+    cfg.update(n_agents=n_agents, n_actions=n_actions)
+    cfg.update(overrides)
+    return SimpleNamespace(**cfg)
+
+
+class FakeBatch:
+    def __init__(self, data: dict, batch_size: int, max_seq_length: int):
+        self.data = data
+        self.batch_size = batch_size
+        self.max_seq_length = max_seq_length
+        self.device = "cpu"
+
+    def __getitem__(self, key):
+        return self.data[key]
+
+    def update(self, data, bs=slice(None), ts=slice(None), mark_filled=True):
+        for k, v in data.items():
+            target = self.data[k][bs, ts]
+            self.data[k][bs, ts] = v.view_as(target).to(target.dtype)
+
+
+def scheme(obs_dim=5, state_dim=7, n_actions=4):
+    return {"obs": {"vshape": obs_dim}, "state": {"vshape": state_dim},
+            "actions_onehot": {"vshape": (n_actions,)}}
+
+
+def random_batch(B=4, T=6, N=3, A=4, obs_dim=5, state_dim=7, seed=0) -> FakeBatch:
+    """Episodes of random length <= T with random available actions; PyMARL2 layout [B, T+1, ...]."""
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(1, T + 1, (B,), generator=g)
+    filled = torch.zeros(B, T + 1, 1, dtype=torch.long)
+    terminated = torch.zeros(B, T + 1, 1, dtype=torch.uint8)
+    for b, L in enumerate(lengths.tolist()):
+        filled[b, :L] = 1
+        terminated[b, L - 1] = 1
+    avail = (torch.rand(B, T + 1, N, A, generator=g) > 0.3).int()
+    avail[..., 0] = 1
+    logits = torch.rand(B, T + 1, N, A, generator=g).masked_fill(avail == 0, -1.0)
+    actions = logits.argmax(-1, keepdim=True)
+    data = {
+        "obs": torch.randn(B, T + 1, N, obs_dim, generator=g),
+        "state": torch.randn(B, T + 1, state_dim, generator=g),
+        "actions": actions,
+        "actions_onehot": torch.nn.functional.one_hot(actions.squeeze(-1), A).float(),
+        "avail_actions": avail,
+        "probs": torch.zeros(B, T + 1, N, A),
+        "reward": torch.randn(B, T + 1, 1, generator=g),
+        "terminated": terminated,
+        "filled": filled,
+    }
+    return FakeBatch(data, B, T + 1)
+
+
+class TinyAgent(torch.nn.Module):
+    """Recurrent agent with PyMARL2's agent interface: forward(inputs [b, n, d], h) -> (q, h)."""
+
+    def __init__(self, input_shape, args):
+        super().__init__()
+        self.hidden = args.rnn_hidden_dim
+        self.fc = torch.nn.Linear(input_shape, self.hidden)
+        self.rnn = torch.nn.GRUCell(self.hidden, self.hidden)
+        self.out = torch.nn.Linear(self.hidden, args.n_actions)
+
+    def init_hidden(self):
+        return self.fc.weight.new_zeros(1, self.hidden)
+
+    def forward(self, inputs, hidden):
+        b, n, _ = inputs.shape
+        h = self.rnn(torch.relu(self.fc(inputs.reshape(b * n, -1))), hidden.reshape(b * n, -1))
+        return self.out(h).view(b, n, -1), h.view(b, n, -1)
+
+
+class RecordingLogger:
+    def __init__(self):
+        self.stats = {}
+
+    def log_stat(self, key, value, t):
+        self.stats.setdefault(key, []).append((t, value))

@@ -1,0 +1,232 @@
+"""Unit tests of the PyMARL2 adapter (learner, controller, settings, preflight) on fake host objects."""
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from fake_host import CONFIG, HOST_DEFAULTS, RecordingLogger, TinyAgent, make_args, random_batch, scheme
+from pymarl_nonmono.errors import ConfigError
+from pymarl_nonmono.hosts.pymarl2.batch import episodes_from_batch
+from pymarl_nonmono.hosts.pymarl2.controller import NonMonoMAC
+from pymarl_nonmono.hosts.pymarl2.learner import NonMonoLearner
+from pymarl_nonmono.hosts.pymarl2.preflight import (
+    PreflightError,
+    check_config,
+    check_environment,
+    yaml_keys,
+)
+from pymarl_nonmono.hosts.pymarl2.settings import our_keys
+from pymarl_nonmono.numerics.mixers import MIXERS
+from pymarl_nonmono.numerics.schedules import SCHEDULES
+from pymarl_nonmono.numerics.selection import SELECTORS
+from pymarl_nonmono.numerics.targets import BOOTSTRAPS
+
+ALGS = sorted(p.stem for p in (CONFIG / "algs").glob("*.yaml"))
+LOGGED = {"loss_td", "td_error_abs", "q_taken_mean", "target_mean", "grad_norm"}
+RND_LOGGED = {"rnd_reward_mean", "rnd_reward_std", "rnd_loss"}
+
+
+@pytest.fixture
+def host_config(tmp_path):
+    """A stand-in for PyMARL2's src/config holding the host keys our fake args use."""
+    d = tmp_path / "host_config"
+    d.mkdir()
+    (d / "default.yaml").write_text(yaml.safe_dump(dict(HOST_DEFAULTS)))
+    return d
+
+
+def build(alg, seed=0, **overrides):
+    torch.manual_seed(seed)
+    args = make_args(alg, **overrides)
+    mac = NonMonoMAC(scheme(), {"agents": 3}, args, agent_builder=TinyAgent)
+    logger = RecordingLogger()
+    return NonMonoLearner(mac, scheme(), logger, args), logger
+
+
+def test_shipped_algs_are_the_three_of_the_paper():
+    assert ALGS == ["nonmono_qmix", "nonmono_qmix_rnd", "nonmono_qmix_sarsa"]
+
+
+@pytest.mark.parametrize("alg", ALGS)
+def test_every_shipped_yaml_resolves_to_registered_names_and_known_keys(alg):
+    with open(CONFIG / "algs" / f"{alg}.yaml") as f:
+        cfg = yaml.safe_load(f)
+    assert cfg["mixer"] in MIXERS
+    assert cfg["td_bootstrap"] in BOOTSTRAPS
+    assert cfg["action_selector"] in SELECTORS
+    assert cfg["selector_schedule"] in SCHEDULES
+    assert cfg["learner"] == "nonmono_learner" and cfg["mac"] == "nonmono_mac"
+    # Every key we read is set in the file (no silent defaults).
+    assert our_keys() - {"gamma", "grad_norm_clip", "optim_alpha", "optim_eps", "learner_log_interval"} <= set(cfg)
+    # Every key in the file is either ours or a PyMARL2 key named in FACTS/qmix.yaml.
+    host_keys = {"agent_output_type", "runner", "batch_size_run", "buffer_size", "batch_size", "t_max",
+                 "learner", "mac", "q_lambda", "use_layer_norm", "use_orthogonal", "gain", "per_alpha",
+                 "per_beta", "name"}
+    assert set(cfg) <= our_keys() | host_keys
+
+
+def test_every_yaml_line_with_a_key_is_commented():
+    for alg in ALGS:
+        for line in (CONFIG / "algs" / f"{alg}.yaml").read_text().splitlines():
+            if line and not line.startswith("#"):
+                assert "#" in line, f"{alg}.yaml: uncommented key line {line!r}"
+
+
+@pytest.mark.parametrize("alg", ALGS)
+def test_learner_trains_and_logs(alg):
+    learner, logger = build(alg)
+    batch = random_batch()
+    learner.train(batch, t_env=10, episode_num=1)
+    expected = LOGGED | (RND_LOGGED if "rnd" in alg else set())
+    assert expected <= set(logger.stats)
+    assert all(torch.isfinite(torch.tensor(v[-1][1])) for v in logger.stats.values())
+
+
+@pytest.mark.parametrize("bootstrap", BOOTSTRAPS.names())
+def test_loss_falls_on_a_fixed_batch(bootstrap):
+    learner, logger = build("nonmono_qmix", td_bootstrap=bootstrap, target_update_interval=10**9)
+    batch = random_batch(seed=1)
+    for i in range(60):
+        learner.train(batch, t_env=i, episode_num=0)
+    losses = [v for _, v in logger.stats["loss_td"]]
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_same_seed_same_losses():
+    runs = []
+    for _ in range(2):
+        learner, logger = build("nonmono_qmix_rnd", seed=7)
+        for i in range(3):
+            learner.train(random_batch(seed=i), t_env=i, episode_num=i)
+        runs.append([v for _, v in logger.stats["loss_td"]])
+    assert runs[0] == runs[1]
+
+
+def test_save_load_resumes_exactly(tmp_path):
+    a, log_a = build("nonmono_qmix_rnd", seed=1)
+    for i in range(3):
+        a.train(random_batch(seed=i), t_env=i, episode_num=i)
+    a.save_models(tmp_path)
+    b, log_b = build("nonmono_qmix_rnd", seed=99)
+    b.load_models(tmp_path)
+    for learner in (a, b):
+        learner.train(random_batch(seed=5), t_env=10, episode_num=3)
+    assert log_a.stats["loss_td"][-1] == log_b.stats["loss_td"][-1]
+    assert log_a.stats["rnd_loss"][-1] == log_b.stats["rnd_loss"][-1]
+    for pa, pb in zip(a.mixer.parameters(), b.mixer.parameters()):
+        assert torch.equal(pa, pb)
+
+
+def test_target_networks_follow_interval():
+    learner, _ = build("nonmono_qmix", target_update_interval=5)
+    before = [p.clone() for p in learner.target_mixer.parameters()]
+    learner.train(random_batch(), t_env=0, episode_num=4)
+    assert all(torch.equal(p, q) for p, q in zip(before, learner.target_mixer.parameters()))
+    learner.train(random_batch(), t_env=1, episode_num=5)
+    assert all(torch.equal(p, q) for p, q in zip(learner.mixer.parameters(), learner.target_mixer.parameters()))
+
+
+def test_per_returns_one_priority_per_episode():
+    learner, _ = build("nonmono_qmix", use_per=True)
+    info = learner.train(random_batch(B=5), t_env=0, episode_num=0, per_weight=torch.ones(5).numpy())
+    assert info["td_errors_abs"].shape == (5,)
+    assert (info["td_errors_abs"] >= 0).all()
+
+
+def test_mask_follows_pymarl2_convention():
+    batch = random_batch(B=3, T=5, seed=3)
+    ep = episodes_from_batch(batch)
+    filled = batch["filled"][:, :-1, 0].float()
+    assert torch.equal(ep.mask, filled)  # every episode terminates at its last filled step
+    assert ep.reward.shape == ep.terminated.shape == (3, 5)
+    assert ep.state.shape[:2] == (3, 6)
+
+
+def test_controller_records_probs_only_for_expected_sarsa():
+    for bootstrap, expect in (("expected_sarsa", True), ("sarsa", False)):
+        torch.manual_seed(0)
+        args = make_args("nonmono_qmix", td_bootstrap=bootstrap)
+        mac = NonMonoMAC(scheme(), {"agents": 3}, args, agent_builder=TinyAgent)
+        batch = random_batch(B=2)
+        mac.init_hidden(2)
+        actions = mac.select_actions(batch, t_ep=0, t_env=0)
+        recorded = batch["probs"][:, 0]
+        assert actions.shape == (2, 3)
+        assert bool(recorded.sum() > 0) is expect
+        if expect:
+            assert torch.allclose(recorded.sum(-1), torch.ones(2, 3))
+            assert (recorded[batch["avail_actions"][:, 0] == 0] == 0).all()
+
+
+def test_controller_single_step_matches_unroll():
+    torch.manual_seed(0)
+    mac = NonMonoMAC(scheme(), {"agents": 3}, make_args("nonmono_qmix"), agent_builder=TinyAgent)
+    batch = random_batch(B=2, T=4)
+    full = mac.unroll(batch)
+    mac.init_hidden(2)
+    steps = torch.stack([mac.forward(batch, t) for t in range(5)], dim=1)
+    torch.testing.assert_close(full, steps)
+
+
+def test_missing_key_is_named():
+    args = make_args("nonmono_qmix")
+    del args.td_bootstrap
+    with pytest.raises(ConfigError, match="td_bootstrap"):
+        NonMonoLearner(None, scheme(), RecordingLogger(), args)
+
+
+@pytest.mark.parametrize(
+    "key,value,match",
+    [
+        ("td_lambda", 1.5, r"td_lambda=1.5 is outside the allowed range \[0.0, 1.0\]"),
+        ("gamma", 0.0, r"gamma=0.0 is outside"),
+        ("mixer", "qmixx", r"mixer='qmixx' is not one of .*did you mean 'qmix'"),
+        ("td_bootstrap", "max", r"td_bootstrap='max'"),
+        ("action_selector", "boltzmann", r"action_selector='boltzmann'"),
+        ("temperature_finish", 0.0, r"temperature_finish=0.0"),
+        ("rnd_beta_start", -0.1, r"rnd_beta_start=-0.1"),
+    ],
+)
+def test_invalid_values_fail_at_startup(key, value, match, host_config):
+    cfg = vars(make_args("nonmono_qmix"))
+    cfg[key] = value
+    with pytest.raises(ConfigError, match=match):
+        check_config(cfg, host_config, [CONFIG])
+
+
+def test_misspelled_key_fails_at_startup_with_suggestion(host_config):
+    cfg = vars(make_args("nonmono_qmix"))
+    cfg["td_lamda"] = 0.3
+    with pytest.raises(ConfigError, match=r"unknown config key\(s\): 'td_lamda' \(did you mean 'td_lambda'\?\)"):
+        check_config(cfg, host_config, [CONFIG])
+
+
+def test_stock_runs_are_not_checked(host_config):
+    check_config({"learner": "nq_learner", "mac": "n_mac", "whatever_key": 1}, host_config, [CONFIG])
+
+
+def test_valid_config_passes(host_config):
+    for alg in ALGS:
+        check_config(vars(make_args(alg)), host_config, [CONFIG])
+
+
+def test_q_lambda_switch_is_redirected(host_config):
+    cfg = vars(make_args("nonmono_qmix", q_lambda=True))
+    with pytest.raises(ConfigError, match="td_bootstrap=q_lambda"):
+        check_config(cfg, host_config, [CONFIG])
+
+
+def test_sc2_without_game_names_what_is_missing(tmp_path, monkeypatch):
+    monkeypatch.setenv("SC2PATH", str(tmp_path / "nowhere"))
+    with pytest.raises(PreflightError, match=r"StarCraft II game not found: looked for .*nowhere.*Versions"):
+        check_environment({"env": "sc2", "env_args": {"map_name": "3s5z_vs_3s6z"}})
+    check_environment({"env": "one_step_matrix_game"})
+
+
+def test_yaml_keys_reads_every_file(tmp_path):
+    (tmp_path / "a.yaml").write_text("x: 1\ny: 2\n")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "b.yaml").write_text("z: 3\n")
+    assert yaml_keys([tmp_path]) == {"x", "y", "z"}
