@@ -73,6 +73,18 @@ class RunningMeanStd(nn.Module):
         """``sqrt(var) + eps``: strictly positive, so always safe to divide by."""
         return self.var.clamp_min(0.0).sqrt() + self.eps
 
+    @property
+    def rms(self) -> torch.Tensor:
+        """``sqrt(var + mean^2) + eps``: the spread of the stream around zero.
+
+        This is what RND divides novelty by. Novelty is non-negative, and when it is
+        nearly constant (a one-state matrix game, or every state equally familiar)
+        its variance is ~0: dividing by the plain std made rewards of 1e5 and more
+        (seen on PyMARL2's one-step matrix game). Around zero the scale stays the
+        size of the novelty itself, so the reward is O(1) either way.
+        """
+        return (self.var.clamp_min(0.0) + self.mean.square()).sqrt() + self.eps
+
 
 def _mlp(input_dim: int, hidden_dim: int, output_dim: int, n_layers: int) -> nn.Sequential:
     layers: list[nn.Module] = []
@@ -180,8 +192,8 @@ class RND(nn.Module):
         sample_mask = valid.unsqueeze(-1).expand_as(nov) if per_agent else valid
         if update_normaliser:
             self.normaliser.update(nov[sample_mask])
-        std = self.normaliser.std.to(device=nov.device)
-        reward = (nov.to(torch.float64) / std).to(nov.dtype)
+        scale = self.normaliser.rms.to(device=nov.device)
+        reward = (nov.to(torch.float64) / scale).to(nov.dtype)
         if per_agent:
             reward = reward.mean(dim=-1)
         # where, not multiply: a masked slot may hold padding that yields inf/NaN.

@@ -123,9 +123,17 @@ def test_intrinsic_reward_is_normalised_novelty():
     nov = rnd.novelty(x)
     reward = rnd.intrinsic_reward(x, mask)
     valid = nov[mask.bool()].double()
-    std = valid.std(unbiased=False) + rnd.normaliser.eps
+    rms = (valid.var(unbiased=False) + valid.mean() ** 2).sqrt() + rnd.normaliser.eps
     assert float(rnd.normaliser.count) == valid.numel()
-    assert torch.allclose(reward[mask.bool()].double(), valid / std, rtol=1e-5)
+    assert torch.allclose(reward[mask.bool()].double(), valid / rms, rtol=1e-5)
+
+
+def test_constant_novelty_gives_order_one_reward():
+    # One repeated state: zero variance must not blow the reward up (seen: 1e5 with std).
+    rnd = make_rnd()
+    x = torch.ones(4, 5, D)
+    reward = rnd.intrinsic_reward(x, torch.ones(4, 5))
+    torch.testing.assert_close(reward, torch.ones(4, 5), rtol=1e-4, atol=1e-4)
 
 
 def test_masked_entries_give_zero_reward_and_do_not_move_normaliser():
@@ -153,7 +161,7 @@ def test_per_agent_observations_reduce_to_batch_time():
     reward = rnd.intrinsic_reward(x, mask)
     assert reward.shape == (4, 5)
     assert float(rnd.normaliser.count) == float(mask.sum()) * 3
-    expected = (rnd.novelty(x).double() / rnd.normaliser.std).mean(-1) * mask
+    expected = (rnd.novelty(x).double() / rnd.normaliser.rms).mean(-1) * mask
     assert torch.allclose(reward.double(), expected, rtol=1e-5)
     assert isinstance(rnd.update(x, mask.unsqueeze(-1)), float)
     assert rnd.intrinsic_reward(x, mask.unsqueeze(-1), update_normaliser=False).shape == (4, 5)
