@@ -1,6 +1,5 @@
 """Unit tests of the PyMARL2 adapter (learner, controller, settings, preflight) on fake host objects."""
 
-from pathlib import Path
 
 import pytest
 import torch
@@ -23,6 +22,10 @@ from pymarl_nonmono.numerics.schedules import SCHEDULES
 from pymarl_nonmono.numerics.selection import SELECTORS
 from pymarl_nonmono.numerics.targets import BOOTSTRAPS
 
+# Keys of PyMARL2's qmix.yaml (commit 8ccac7c) that our configs also set.
+HOST_QMIX_KEYS = {"agent_output_type", "runner", "batch_size_run", "buffer_size", "batch_size", "t_max",
+                  "learner", "mac", "q_lambda", "use_layer_norm", "use_orthogonal", "gain", "per_alpha",
+                  "per_beta", "name"}
 ALGS = sorted(p.stem for p in (CONFIG / "algs").glob("*.yaml"))
 LOGGED = {"loss_td", "td_error_abs", "q_taken_mean", "target_mean", "grad_norm"}
 RND_LOGGED = {"rnd_reward_mean", "rnd_reward_std", "rnd_loss"}
@@ -34,6 +37,8 @@ def host_config(tmp_path):
     d = tmp_path / "host_config"
     d.mkdir()
     (d / "default.yaml").write_text(yaml.safe_dump(dict(HOST_DEFAULTS)))
+    (d / "algs").mkdir()
+    (d / "algs" / "qmix.yaml").write_text(yaml.safe_dump({k: 0 for k in HOST_QMIX_KEYS}))
     return d
 
 
@@ -61,10 +66,7 @@ def test_every_shipped_yaml_resolves_to_registered_names_and_known_keys(alg):
     # Every key we read is set in the file (no silent defaults).
     assert our_keys() - {"gamma", "grad_norm_clip", "optim_alpha", "optim_eps", "learner_log_interval"} <= set(cfg)
     # Every key in the file is either ours or a PyMARL2 key named in FACTS/qmix.yaml.
-    host_keys = {"agent_output_type", "runner", "batch_size_run", "buffer_size", "batch_size", "t_max",
-                 "learner", "mac", "q_lambda", "use_layer_norm", "use_orthogonal", "gain", "per_alpha",
-                 "per_beta", "name"}
-    assert set(cfg) <= our_keys() | host_keys
+    assert set(cfg) <= our_keys() | HOST_QMIX_KEYS
 
 
 def test_every_yaml_line_with_a_key_is_commented():
@@ -220,13 +222,14 @@ def test_q_lambda_switch_is_redirected(host_config):
 
 def test_sc2_without_game_names_what_is_missing(tmp_path, monkeypatch):
     monkeypatch.setenv("SC2PATH", str(tmp_path / "nowhere"))
-    with pytest.raises(PreflightError, match=r"StarCraft II game not found: looked for .*nowhere.*Versions"):
+    with pytest.raises(PreflightError, match=r"no StarCraft II game at .*nowhere.*Versions/Base\*.*s2client-proto"):
         check_environment({"env": "sc2", "env_args": {"map_name": "3s5z_vs_3s6z"}})
     check_environment({"env": "one_step_matrix_game"})
 
 
-def test_yaml_keys_reads_every_file(tmp_path):
+def test_yaml_keys_reads_every_file_but_our_learners_configs(tmp_path):
     (tmp_path / "a.yaml").write_text("x: 1\ny: 2\n")
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "b.yaml").write_text("z: 3\n")
+    (tmp_path / "mine.yaml").write_text("learner: nonmono_learner\ntd_lamda: 0.3\n")
     assert yaml_keys([tmp_path]) == {"x", "y", "z"}

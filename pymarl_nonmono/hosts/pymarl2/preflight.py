@@ -7,7 +7,6 @@ or the missing piece, where we looked, and how to fix it.
 
 from __future__ import annotations
 
-import importlib
 import os
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -15,6 +14,7 @@ from typing import Iterable, Mapping
 import yaml
 
 from ...errors import ConfigError, check_known_keys
+from .doctor import MISSING, sc2_check, smac_check
 from .settings import SETTINGS_CLASSES, our_keys, read_settings
 
 OUR_LEARNER = "nonmono_learner"
@@ -26,28 +26,23 @@ HOST_RUNTIME_KEYS = {
     "episode_limit", "accumulated_episodes", "unit_dim", "agent_own_state_size",
 }
 
-SMAC_INSTALL = (
-    "pip install git+https://github.com/oxwhirl/smac.git  "
-    "(StarCraft's SMAC; PyPI's 'smac' is SMAC3, a different project)"
-)
-SC2_INSTALL = (
-    "download the StarCraft II Linux package (4.10) from "
-    "https://github.com/Blizzard/s2client-proto#downloads, unzip it to ~/StarCraftII "
-    "or point SC2PATH at it, and copy SMAC's maps (SMAC_Maps) into $SC2PATH/Maps"
-)
-
-
 class PreflightError(RuntimeError):
     """Something the run needs is missing; the message says what and how to get it."""
 
 
 def yaml_keys(folders: Iterable[Path]) -> set[str]:
+    """Top-level keys of the YAML files below ``folders``, except configs of our learner.
+
+    Those are skipped so that a typo in a user's own ``nonmono_learner`` config cannot
+    make itself "known"; stock configs define which host keys exist.
+    """
     keys: set[str] = set()
     for folder in folders:
         for path in sorted(Path(folder).rglob("*.yaml")):
             with open(path, encoding="utf-8") as f:
                 data = yaml.safe_load(f) or {}
-            if isinstance(data, Mapping):
+            if isinstance(data, Mapping) and OUR_LEARNER not in (data.get("learner"), data.get("mac")) \
+                    and OUR_MAC not in (data.get("learner"), data.get("mac")):
                 keys.update(data)
     return keys
 
@@ -67,27 +62,12 @@ def check_config(config: Mapping, host_config_dir: Path, plugin_config_dirs: Ite
 
 
 def starcraft_problems(map_name: str | None = None) -> list[str]:
-    """What is missing for StarCraft II runs, each with its fix; empty when all is there."""
-    problems = []
-    try:
-        importlib.import_module("smac.env")
-        smac_ok = hasattr(importlib.import_module("smac.env"), "StarCraft2Env")
-    except Exception as exc:  # any failure to import means "not usable"
-        smac_ok = False
-        problems.append(f"StarCraft's SMAC is not importable ({type(exc).__name__}: {exc}). Install: {SMAC_INSTALL}")
-    if not smac_ok and not problems:
-        problems.append(f"the installed 'smac' has no smac.env.StarCraft2Env (is it PyPI's SMAC3?). Install: {SMAC_INSTALL}")
-    raw = os.environ.get("SC2PATH", "~/StarCraftII")
-    root = Path(os.path.expanduser(raw))
-    versions = root / "Versions"
-    if not versions.is_dir() or not any(p.name.startswith("Base") for p in versions.iterdir()):
-        problems.append(
-            f"StarCraft II game not found: looked for {versions}/Base* (SC2PATH={raw!r}). Fix: {SC2_INSTALL}"
-        )
-    elif map_name:
-        maps = list((root / "Maps").rglob(f"{map_name}.SC2Map")) if (root / "Maps").is_dir() else []
-        if not maps:
-            problems.append(f"map {map_name!r} not found under {root / 'Maps'}. Fix: {SC2_INSTALL}")
+    """What is missing for StarCraft II runs, each with its fix (``doctor``'s checks)."""
+    problems = [f"{c.detail}. Fix: {c.fix}" for c in (smac_check(), sc2_check()) if c.status == MISSING]
+    if not problems and map_name:
+        maps = Path(os.path.expanduser(os.environ.get("SC2PATH", "~/StarCraftII"))) / "Maps"
+        if not any(maps.rglob(f"{map_name}.SC2Map")):
+            problems.append(f"map {map_name!r} not found under {maps}. Fix: copy SMAC's maps (SMAC_Maps) there")
     return problems
 
 

@@ -1,0 +1,245 @@
+"""``pymarl-nonmono doctor``: what this set-up can run, each missing piece with its fix.
+
+The same checks serve the start-up check of a run (:mod:`.preflight`), so a run that
+cannot start says exactly what ``doctor`` would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.util
+import io
+import logging
+import os
+import re
+import warnings
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Callable, Optional
+from urllib.parse import urlsplit
+
+from ...patching import PatchError, read_targets, series_state
+from .install import (
+    MANIFEST,
+    STATE_DIR,
+    InstallError,
+    check_checkout,
+    manifest_path,
+    shipped_patches,
+    touched_paths,
+)
+
+log = logging.getLogger(__name__)
+
+PLUGIN_GROUP = "pymarl2.plugins"
+PLUGIN_NAME = "nonmono"
+MONGO_URL_ENV = "PYMARL_NONMONO_MONGO_URL"
+MONGO_TIMEOUT_MS = 2000
+
+SMAC_FIX = "pip install git+https://github.com/oxwhirl/smac.git"
+SC2_FIX = (
+    "download the StarCraft II Linux package from Blizzard's s2client-proto page "
+    "(https://github.com/Blizzard/s2client-proto#downloads), unzip it and set SC2PATH to it"
+)
+GFOOTBALL_FIX = (
+    "apt-get install git cmake build-essential libgl1-mesa-dev libsdl2-dev libsdl2-image-dev "
+    "libsdl2-ttf-dev libsdl2-gfx-dev libboost-all-dev libdirectfb-dev; then "
+    'pip install psutil wheel "setuptools<81" && pip install --no-build-isolation gfootball==2.10.2 '
+    "&& pip install gym==0.25.2"
+)
+
+
+OK, MISSING, SKIP = "OK", "MISSING", "SKIP"
+
+
+@dataclass
+class Check:
+    name: str
+    status: str
+    detail: str
+    fix: str = ""
+
+    def line(self) -> str:
+        text = f"{self.status:<8} {self.name}: {self.detail}"
+        return f"{text} -- fix: {self.fix}" if self.fix else text
+
+
+# Checks that decide whether the matrix game runs; the others are for sc2, GRF and MongoDB.
+ESSENTIAL = ("host", "patches", "plugin")
+
+
+def doctor(path: str | os.PathLike) -> list[Check]:
+    checks = _host_checks(Path(path).expanduser())
+    for fn in (plugin_check, smac_check, sc2_check, gfootball_check, mongo_check):
+        try:
+            checks.append(fn())
+        except Exception as exc:  # a broken optional package must not stop the report
+            log.debug("doctor check %s failed", fn.__name__, exc_info=True)
+            checks.append(Check(fn.__name__.strip("_").replace("_check", ""), MISSING, f"check failed: {exc}"))
+    return checks
+
+
+def usable(checks: list[Check]) -> bool:
+    """True if the host runs the matrix game: checkout found, patched, plugin registered."""
+    by_name = {c.name: c for c in checks}
+    return all(name in by_name and by_name[name].status == OK for name in ESSENTIAL)
+
+
+def _host_checks(path: Path) -> list[Check]:
+    try:
+        root = check_checkout(path)
+    except InstallError as exc:
+        return [
+            Check("host", MISSING, str(exc), "git clone https://github.com/hijkzzz/pymarl2 and pass its folder (or set PYMARL2_DIR)"),
+            Check("patches", MISSING, "no PyMARL2 checkout to check", "pymarl-nonmono install <checkout>"),
+        ]
+    checks = [Check("host", OK, f"PyMARL2 checkout at {root}")]
+    fix = f"pymarl-nonmono install {root}"
+    try:
+        series = [p for p, _ in shipped_patches()]
+        state = series_state(series, read_targets(touched_paths(series), root))
+    except (PatchError, InstallError) as exc:
+        undo = f"pymarl-nonmono uninstall {root}" if manifest_path(root).exists() else "restore the original files (git checkout -- src)"
+        checks.append(Check("patches", MISSING, f"the checkout differs from what the patches expect ({exc})", f"{undo}, then {fix}"))
+        return checks
+    names = [p.name.removesuffix(".patch") for p in series]
+    done, todo = names[: state.applied], names[state.applied:]
+    if not todo:
+        note = "" if manifest_path(root).exists() else f" (no {STATE_DIR}/{MANIFEST}: not installed by pymarl-nonmono, uninstall unavailable)"
+        checks.append(Check("patches", OK, f"applied {', '.join(done)}{note}"))
+    else:
+        have = f"applied {', '.join(done)}; " if done else ""
+        checks.append(Check("patches", MISSING, f"{have}not applied {', '.join(todo)}", fix))
+    return checks
+
+
+def plugin_check() -> Check:
+    eps = [ep for ep in metadata.entry_points(group=PLUGIN_GROUP) if ep.name == PLUGIN_NAME]
+    fix = "pip install pymarl-nonmono (or pip install -e <its source>) into the Python that runs PyMARL2"
+    if not eps:
+        return Check("plugin", MISSING, f"no entry point {PLUGIN_NAME!r} in group {PLUGIN_GROUP!r} for this Python", fix)
+    ep = eps[0]
+    module = ep.value.split(":", 1)[0]
+    # find_spec locates the module without running it (only its parent packages are imported).
+    if importlib.util.find_spec(module) is None:
+        return Check("plugin", MISSING, f"entry point {ep.name} = {ep.value} names a missing module", fix)
+    return Check("plugin", OK, f"entry point {ep.name} = {ep.value} in group {PLUGIN_GROUP}")
+
+
+def _quiet_import(module: str):
+    # Their dependencies (protobuf, pysc2, gym) print notices and deprecation warnings on
+    # import that would drown the report; they say nothing about whether the package works.
+    chatter = io.StringIO()
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
+            warnings.simplefilter("ignore")
+            return importlib.import_module(module)
+    finally:
+        if chatter.getvalue():
+            log.debug("importing %s printed: %s", module, chatter.getvalue().strip())
+
+
+def smac_check() -> Check:
+    spec = importlib.util.find_spec("smac")
+    if spec is None:
+        return Check("smac", MISSING, "StarCraft's SMAC is not installed (needed for env=sc2 only)", SMAC_FIX)
+    where = spec.origin or (list(spec.submodule_search_locations or []) or ["?"])[0]
+    try:
+        env = _quiet_import("smac.env")
+    except Exception as exc:
+        return Check("smac", MISSING,
+                     f"'smac' at {where} is not StarCraft's SMAC (PyPI's smac is SMAC3, a different project): "
+                     f"import smac.env failed ({type(exc).__name__}: {exc})", SMAC_FIX)
+    if not hasattr(env, "StarCraft2Env"):
+        return Check("smac", MISSING, f"'smac' at {where} has no smac.env.StarCraft2Env (is it PyPI's SMAC3?)", SMAC_FIX)
+    return Check("smac", OK, f"StarCraft's SMAC at {where}")
+
+
+def sc2_check() -> Check:
+    raw = os.environ.get("SC2PATH")
+    root = Path(os.path.expanduser(raw or "~/StarCraftII"))
+    source = f"SC2PATH={raw}" if raw else "SC2PATH unset, default ~/StarCraftII"
+    versions = root / "Versions"
+    bases = sorted(p.name for p in versions.iterdir() if p.is_dir() and p.name.startswith("Base")) if versions.is_dir() else []
+    if not bases:
+        return Check("sc2", MISSING, f"no StarCraft II game at {root} (no Versions/Base* folder; {source})", SC2_FIX)
+    return Check("sc2", OK, f"StarCraft II at {root} ({', '.join(bases)})")
+
+
+def gfootball_check() -> Check:
+    if importlib.util.find_spec("gfootball") is None:
+        return Check("gfootball", MISSING, "Google Research Football is not installed (needed for env=gfootball only)", GFOOTBALL_FIX)
+    try:
+        _quiet_import("gfootball.env")
+    except Exception as exc:
+        return Check("gfootball", MISSING, f"gfootball is installed but does not import ({type(exc).__name__}: {exc})", GFOOTBALL_FIX)
+    try:
+        gym_version = metadata.version("gym")
+    except metadata.PackageNotFoundError:
+        return Check("gfootball", MISSING, "gfootball imports but gym is not installed", "pip install gym==0.25.2")
+    numbers = [int(n) for n in re.findall(r"\d+", gym_version)[:2]]
+    if numbers >= [0, 26]:
+        return Check("gfootball", MISSING, f"gym {gym_version} breaks gfootball's reset (needs gym 0.25)", "pip install gym==0.25.2")
+    return Check("gfootball", OK, f"gfootball importable, gym {gym_version}")
+
+
+def mask_url(url: str) -> str:
+    """The URL with user, password and query (which may carry secrets) replaced by ***."""
+    try:
+        parts = urlsplit(url)
+        netloc = parts.netloc
+    except ValueError:
+        return "***"
+    if not parts.scheme or not netloc:
+        return "***" if "@" in url or "?" in url else url
+    if "@" in netloc:
+        netloc = "***@" + netloc.rpartition("@")[2]
+    text = f"{parts.scheme}://{netloc}{parts.path}"
+    return text + ("?***" if parts.query else "")
+
+
+def _secrets(url: str) -> list[str]:
+    """Pieces of ``url`` that must never appear in output (for scrubbing error messages)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return [url]
+    out = [parts.query] if parts.query else []
+    if "@" in parts.netloc:
+        userinfo = parts.netloc.rpartition("@")[0]
+        out.extend([userinfo, *userinfo.split(":", 1)])
+    return sorted((s for s in out if s), key=len, reverse=True)
+
+
+def mongo_check(connect: Optional[Callable[[str], None]] = None) -> Check:
+    url = os.environ.get(MONGO_URL_ENV, "").strip()
+    if not url:
+        return Check("mongodb", SKIP, f"not configured (set {MONGO_URL_ENV} to log runs to MongoDB)")
+    shown = mask_url(url)
+    if connect is None:
+        try:
+            import pymongo  # noqa: F401  (only to learn whether it is there)
+        except ImportError:
+            return Check("mongodb", MISSING, f"{MONGO_URL_ENV}={shown} is set but pymongo is not installed", "pip install pymongo")
+        connect = _ping_mongo
+    try:
+        connect(url)
+    except Exception as exc:
+        message = f"{type(exc).__name__}: {exc}"
+        for secret in _secrets(url):
+            message = message.replace(secret, "***")
+        return Check("mongodb", MISSING, f"cannot reach {shown} within {MONGO_TIMEOUT_MS / 1000:g} s ({message[:300]})",
+                     f"start MongoDB or correct {MONGO_URL_ENV}")
+    return Check("mongodb", OK, f"reachable at {shown}")
+
+
+def _ping_mongo(url: str) -> None:
+    import pymongo
+
+    client = pymongo.MongoClient(url, serverSelectionTimeoutMS=MONGO_TIMEOUT_MS, connectTimeoutMS=MONGO_TIMEOUT_MS)
+    try:
+        client.admin.command("ping")
+    finally:
+        client.close()
