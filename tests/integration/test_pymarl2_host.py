@@ -1,0 +1,150 @@
+"""End to end on a real PyMARL2 checkout: install, train, Sacred records, uninstall.
+
+Runs when PYMARL2_DIR names a clean hijkzzz/pymarl2 checkout (commit 8ccac7c); works on
+a temporary copy. Each run is a real ``python src/main.py`` subprocess.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pymarl_nonmono import cli
+
+HOST = os.environ.get("PYMARL2_DIR")
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(
+        not HOST or not (Path(HOST) / "src" / "main.py").is_file(),
+        reason="set PYMARL2_DIR to a clean hijkzzz/pymarl2 checkout (commit 8ccac7c) to run the host integration tests",
+    ),
+]
+
+SHORT = [
+    "use_cuda=False", "t_max=120", "test_interval=40", "test_nepisode=4", "log_interval=40",
+    "runner_log_interval=40", "learner_log_interval=40", "batch_size=8", "buffer_size=32",
+    "target_update_interval=20",
+]
+LEARNER_STATS = {"loss_td", "td_error_abs", "q_taken_mean", "target_mean", "grad_norm"}
+RND_STATS = {"rnd_reward_mean", "rnd_reward_std", "rnd_loss"}
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    """sha256 of every file in the checkout, ignoring run outputs and bytecode."""
+    out = {}
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root).as_posix()
+        if path.is_file() and not rel.startswith("results/") and "__pycache__" not in rel:
+            out[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory):
+    root = tmp_path_factory.mktemp("host") / "pymarl2"
+    shutil.copytree(HOST, root, symlinks=True, ignore=shutil.ignore_patterns("results", "__pycache__"))
+    pristine = tree_digest(root)
+    assert cli.main(["install", str(root)]) == 0
+    assert tree_digest(root) != pristine
+    return root, pristine
+
+
+def run_main(root: Path, *args: str, env_extra: dict | None = None, timeout: int = 900):
+    env = dict(os.environ, **(env_extra or {}))
+    return subprocess.run(
+        [sys.executable, "src/main.py", *args], cwd=root, env=env, capture_output=True, text=True,
+        timeout=timeout, stdin=subprocess.DEVNULL,
+    )
+
+
+def latest_run(root: Path, map_name: str, name: str) -> Path:
+    runs = [p for p in (root / "results" / "sacred" / map_name / name).iterdir() if p.name.isdigit()]
+    return max(runs, key=lambda p: int(p.name))
+
+
+@pytest.mark.parametrize(
+    "alg,name,extra",
+    [
+        ("nonmono_qmix", "nonmono_qmix", []),
+        ("nonmono_qmix_sarsa", "nonmono_qmix_sarsa", []),
+        ("nonmono_qmix_rnd", "nonmono_qmix_rnd", []),
+        ("nonmono_qmix_rnd", "nonmono_qmix_rnd_episode", ["runner=episode", "batch_size_run=1"]),
+        ("qmix", "qmix_env=8_adam_td_lambda", []),
+    ],
+)
+def test_trains_on_matrix_game_and_sacred_records_metrics(host, alg, name, extra):
+    root, _ = host
+    if name.endswith("_episode"):
+        extra = extra + [f"name={name}"]
+    proc = run_main(root, f"--config={alg}", "--env-config=one_step_matrix_game", "with", *SHORT, *extra)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run_dir = latest_run(root, "one_step_matrix_game", name)
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "COMPLETED"
+    info = json.loads((run_dir / "info.json").read_text())
+    expected = LEARNER_STATS | (RND_STATS if "rnd" in alg else set())
+    assert expected <= set(info), sorted(info)
+    assert "test_return_mean" in info
+    config = json.loads((run_dir / "config.json").read_text())
+    if alg.startswith("nonmono"):
+        assert config["mixer"] == "nonmono_qmix" and config["learner"] == "nonmono_learner"
+
+
+def test_mission_command_without_starcraft_fails_with_one_clear_message(host, tmp_path):
+    root, _ = host
+    proc = run_main(
+        root, "--config=nonmono_qmix_rnd", "--env-config=sc2", "with", "env_args.map_name=3s5z_vs_3s6z",
+        "use_cuda=False", env_extra={"SC2PATH": str(tmp_path / "no_sc2")},
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "no StarCraft II game at" in out and str(tmp_path / "no_sc2") in out
+    assert "s2client-proto" in out  # how to install
+    assert "Traceback" not in out
+
+
+def test_misspelled_key_on_the_command_line_is_an_error(host):
+    # Sacred itself refuses a `with` key that no config has.
+    root, _ = host
+    proc = run_main(root, "--config=nonmono_qmix", "--env-config=one_step_matrix_game", "with",
+                    "use_cuda=False", "td_lamda=0.3")
+    assert proc.returncode != 0
+    assert "td_lamda" in proc.stdout + proc.stderr
+
+
+def test_misspelled_key_in_a_users_yaml_is_an_error_at_startup(host):
+    # A YAML typo passes Sacred (the key is in the config); our start-up check names it.
+    root, _ = host
+    ours = Path(cli.__file__).resolve().parents[1] / "config" / "algs" / "nonmono_qmix.yaml"
+    text = ours.read_text().replace("td_lambda: 0.6", "td_lamda: 0.6").replace('name: "nonmono_qmix"', 'name: "typo"')
+    (root / "src" / "config" / "algs" / "my_typo.yaml").write_text(text)
+    try:
+        proc = run_main(root, "--config=my_typo", "--env-config=one_step_matrix_game", "with", "use_cuda=False")
+    finally:
+        (root / "src" / "config" / "algs" / "my_typo.yaml").unlink()
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "unknown config key(s): 'td_lamda' (did you mean 'td_lambda'?)" in out
+    assert "Traceback" not in out
+
+
+def test_invalid_value_is_an_error_at_startup(host):
+    root, _ = host
+    proc = run_main(root, "--config=nonmono_qmix_sarsa", "--env-config=one_step_matrix_game", "with",
+                    "use_cuda=False", "td_lambda=1.5")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "td_lambda=1.5 is outside the allowed range" in out
+    assert "Traceback" not in out
+
+
+def test_zz_uninstall_restores_the_checkout_byte_for_byte(host):
+    root, pristine = host
+    assert cli.main(["uninstall", str(root)]) == 0
+    assert tree_digest(root) == pristine
