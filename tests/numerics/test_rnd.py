@@ -10,16 +10,6 @@ from pymarl_nonmono.numerics.rnd import RND, RunningMeanStd, combine_rewards
 D = 8
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    # These tensors are tiny: intra-op threads only add barrier waits, which cost
-    # seconds per test when another process holds a core.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def make_rnd(seed: int = 0, **overrides) -> RND:
     torch.manual_seed(seed)
     kwargs = dict(input_dim=D, hidden_dim=64, output_dim=16, n_layers=2, lr=1e-3)

@@ -19,16 +19,6 @@ from pymarl_nonmono.numerics.selection import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    # These tensors are tiny: intra-op threads only add barrier waits, which cost
-    # seconds per test when another process holds a core.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def const(value: float) -> LinearSchedule:
     return LinearSchedule(value, value, 0)
 
