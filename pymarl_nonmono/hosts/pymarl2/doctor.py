@@ -41,7 +41,8 @@ MONGO_TIMEOUT_MS = 2000
 SMAC_FIX = "pip install git+https://github.com/oxwhirl/smac.git"
 SC2_FIX = (
     "download the StarCraft II Linux package from Blizzard's s2client-proto page "
-    "(https://github.com/Blizzard/s2client-proto#downloads), unzip it and set SC2PATH to it"
+    "(https://github.com/Blizzard/s2client-proto#downloads), unzip it to ~/StarCraftII or set SC2PATH "
+    "to it, and copy SMAC's maps (SMAC_Maps, from github.com/oxwhirl/smac) into its Maps folder"
 )
 GFOOTBALL_FIX = (
     "apt-get install git cmake build-essential libgl1-mesa-dev libsdl2-dev libsdl2-image-dev "
