@@ -233,3 +233,38 @@ def test_yaml_keys_reads_every_file_but_our_learners_configs(tmp_path):
     (tmp_path / "sub" / "b.yaml").write_text("z: 3\n")
     (tmp_path / "mine.yaml").write_text("learner: nonmono_learner\ntd_lamda: 0.3\n")
     assert yaml_keys([tmp_path]) == {"x", "y", "z"}
+
+
+def one_step_targets(bootstrap, double_q=True):
+    """Targets of a VDN learner with td_lambda=0, and the pieces to check them by hand."""
+    learner, _ = build("nonmono_qmix", mixer="vdn", td_lambda=0.0, td_bootstrap=bootstrap, double_q=double_q)
+    batch = random_batch(seed=4)
+    ep = episodes_from_batch(batch, with_probs=True)
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(*ep.avail_actions.shape, generator=g)
+    target_q = torch.randn(*ep.avail_actions.shape, generator=g)
+    ep.probs = torch.softmax(torch.randn(*ep.avail_actions.shape, generator=g), -1) * ep.avail_actions
+    targets, _ = learner.targets(ep, q, target_q, t_env=0)
+    return learner, ep, q, target_q, targets
+
+
+@pytest.mark.parametrize("bootstrap", ["q", "sarsa", "expected_sarsa"])
+def test_learner_targets_are_one_step_td_on_the_named_bootstrap(bootstrap):
+    learner, ep, q, target_q, targets = one_step_targets(bootstrap)
+    masked = lambda x: x.masked_fill(ep.avail_actions == 0, float("-inf"))  # noqa: E731
+    if bootstrap == "q":  # double-Q: online argmax, target value
+        nxt = torch.gather(target_q, -1, masked(q).argmax(-1, keepdim=True)).squeeze(-1)
+    elif bootstrap == "sarsa":
+        nxt = torch.gather(target_q, -1, ep.actions.unsqueeze(-1)).squeeze(-1)
+    else:
+        p = ep.probs / ep.probs.sum(-1, keepdim=True)
+        nxt = (p * target_q).sum(-1)
+    v = nxt.sum(-1)  # VDN
+    expected = (ep.reward + 0.99 * (1 - ep.terminated) * v[:, 1:]) * ep.mask
+    torch.testing.assert_close(targets, expected)
+
+
+def test_learner_targets_without_double_q_use_the_target_argmax():
+    learner, ep, q, target_q, targets = one_step_targets("q", double_q=False)
+    v = target_q.masked_fill(ep.avail_actions == 0, float("-inf")).max(-1).values.sum(-1)
+    torch.testing.assert_close(targets, (ep.reward + 0.99 * (1 - ep.terminated) * v[:, 1:]) * ep.mask)

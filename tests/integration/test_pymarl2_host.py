@@ -104,7 +104,7 @@ def test_mission_command_without_starcraft_fails_with_one_clear_message(host, tm
     )
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0
-    assert "no StarCraft II game at" in out and str(tmp_path / "no_sc2") in out
+    assert out.count("no StarCraft II game at") == 1 and str(tmp_path / "no_sc2") in out
     assert "s2client-proto" in out  # how to install
     assert "Traceback" not in out
 

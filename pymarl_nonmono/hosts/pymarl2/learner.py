@@ -93,25 +93,7 @@ class NonMonoLearner:
         q = self.mac.unroll(batch)  # [B, T+1, N, A]
         with torch.no_grad():
             self.target_mac.agent.train()
-            target_q = self.target_mac.unroll(batch)
-            rewards, rnd_stats = self._rewards(ep, t_env)
-            utilities = agent_bootstrap_utilities(
-                self.cfg.td_bootstrap,
-                target_q,
-                online_q=q.detach(),
-                actions=ep.actions,
-                probs=ep.probs,
-                avail_actions=ep.avail_actions,
-                double_q=self.cfg.double_q,
-            )
-            values = self.target_mixer(utilities, ep.state)
-            if uses_q_lambda_correction(self.cfg.td_bootstrap):
-                taken = self.target_mixer(_gather(target_q, ep.actions), ep.state)
-                targets = q_lambda_returns(
-                    rewards, ep.terminated, mask, values, taken, self.cfg.gamma, self.cfg.td_lambda
-                )
-            else:
-                targets = lambda_returns(rewards, ep.terminated, mask, values, self.cfg.gamma, self.cfg.td_lambda)
+            targets, rnd_stats = self.targets(ep, q.detach(), self.target_mac.unroll(batch), t_env)
 
         chosen = _gather(q[:, :-1], ep.actions[:, :-1])
         q_tot = self.mixer(chosen, ep.state[:, :-1])
@@ -153,6 +135,27 @@ class NonMonoLearner:
         if self.cfg.use_per:
             info["td_errors_abs"] = self._priorities(td_error, mask, ep.reward)
         return info
+
+    def targets(self, ep, q, target_q, t_env: int):
+        """λ-returns ``[B, T]`` for episodes ``ep`` given online and target agent Q-values
+        ``[B, T+1, N, A]``, and the RND statistics of the rewards used."""
+        rewards, rnd_stats = self._rewards(ep, t_env)
+        utilities = agent_bootstrap_utilities(
+            self.cfg.td_bootstrap,
+            target_q,
+            online_q=q,
+            actions=ep.actions,
+            probs=ep.probs,
+            avail_actions=ep.avail_actions,
+            double_q=self.cfg.double_q,
+        )
+        values = self.target_mixer(utilities, ep.state)
+        if uses_q_lambda_correction(self.cfg.td_bootstrap):
+            taken = self.target_mixer(_gather(target_q, ep.actions), ep.state)
+            returns = q_lambda_returns(rewards, ep.terminated, ep.mask, values, taken, self.cfg.gamma, self.cfg.td_lambda)
+        else:
+            returns = lambda_returns(rewards, ep.terminated, ep.mask, values, self.cfg.gamma, self.cfg.td_lambda)
+        return returns, rnd_stats
 
     def _rewards(self, ep, t_env):
         if self.rnd is None:
