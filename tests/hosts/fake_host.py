@@ -16,7 +16,8 @@ CONFIG = Path(__file__).resolve().parents[2] / "config"
 
 # default.yaml keys that our learner reads (PyMARL2's defaults).
 HOST_DEFAULTS = dict(gamma=0.99, grad_norm_clip=10, optim_alpha=0.99, optim_eps=1e-5,
-                     learner_log_interval=0, use_cuda=False, device="cpu", rnn_hidden_dim=16)
+                     learner_log_interval=0, use_cuda=False, device="cpu", rnn_hidden_dim=16,
+                     env="fake_env", env_args={}, seed=0)
 
 
 def make_args(alg: str, n_agents=3, n_actions=4, **overrides) -> SimpleNamespace:

@@ -268,3 +268,29 @@ def test_learner_targets_without_double_q_use_the_target_argmax():
     learner, ep, q, target_q, targets = one_step_targets("q", double_q=False)
     v = target_q.masked_fill(ep.avail_actions == 0, float("-inf")).max(-1).values.sum(-1)
     torch.testing.assert_close(targets, (ep.reward + 0.99 * (1 - ep.terminated) * v[:, 1:]) * ep.mask)
+
+
+def test_learner_logs_igm_violation_rate_everywhere():
+    learner, logger = build("nonmono_qmix")
+    learner.train(random_batch(), t_env=0, episode_num=0)
+    rate = logger.stats["igm_violation_rate"][-1][1]
+    assert 0.0 <= rate <= 1.0
+
+
+def test_learner_logs_the_q_tot_table_on_a_known_matrix_game():
+    from pymarl_nonmono.envs.matrix import make_matrix_game
+
+    env = make_matrix_game(preset="qtran")
+    torch.manual_seed(0)
+    args = make_args("nonmono_qmix", n_agents=2, n_actions=3, env="matrix_game",
+                     env_args={"preset": "qtran", "map_name": "m", "seed": 0}, obs_last_action=False)
+    sch = scheme(obs_dim=1, state_dim=1, n_actions=3)
+    mac = NonMonoMAC(sch, {"agents": 2}, args, agent_builder=TinyAgent)
+    logger = RecordingLogger()
+    learner = NonMonoLearner(mac, sch, logger, args)
+    batch = random_batch(B=4, T=1, N=2, A=3, obs_dim=1, state_dim=1)
+    batch.data["avail_actions"][:] = 1
+    learner.train(batch, t_env=0, episode_num=0)
+    names = {f"q_tot_{i}_{j}" for i in range(3) for j in range(3)}
+    assert names | {"igm_consistent", "greedy_optimal", "payoff_max_abs_error", "greedy_joint_index"} <= set(logger.stats)
+    assert env.payoff.shape == (3, 3)

@@ -148,3 +148,14 @@ def test_zz_uninstall_restores_the_checkout_byte_for_byte(host):
     root, pristine = host
     assert cli.main(["uninstall", str(root)]) == 0
     assert tree_digest(root) == pristine
+
+
+def test_matrix_game_run_records_igm_diagnostics(host):
+    root, _ = host
+    proc = run_main(root, "--config=nonmono_qmix", "--env-config=matrix_game", "with", *SHORT,
+                    "runner=episode", "batch_size_run=1", "env_args.preset=climbing")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    info = json.loads((latest_run(root, "matrix_game", "nonmono_qmix") / "info.json").read_text())
+    expected = {"igm_violation_rate", "igm_consistent", "greedy_optimal", "payoff_max_abs_error",
+                "greedy_joint_index", "q_tot_0_0", "q_tot_2_2", "test_optimal_mean"}
+    assert expected <= set(info), sorted(info)

@@ -27,6 +27,7 @@ from ...numerics.targets import (
     uses_q_lambda_correction,
 )
 from .batch import episodes_from_batch
+from .diagnostics import IGMDiagnostics
 from .settings import LearnerSettings, RNDSettings, read_settings
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ class NonMonoLearner:
         self.rnd_cfg: RNDSettings = read_settings(RNDSettings, args, "nonmono_learner")
         self.mac = mac
         self.logger = logger
-        self.device = torch.device(getattr(args, "device", "cpu"))
+        self.device = torch.device(args.device)
         state_dim = int(torch.tensor(scheme["state"]["vshape"]).prod().item())
         self.mixer = make_mixer(
             self.cfg.mixer,
@@ -77,6 +78,8 @@ class NonMonoLearner:
                 self.rnd_cfg.rnd_beta_anneal_time,
             )
         self.with_probs = needs_behaviour_probs(self.cfg.td_bootstrap)
+        self.diagnostics = IGMDiagnostics(args.env, args.env_args, seed=int(args.seed))
+        self._priority_range = [float("inf"), float("-inf")]  # min, max seen (return_priority)
         self.last_target_update_episode = 0
         self.log_stats_t = -self.cfg.learner_log_interval - 1
         log.info(
@@ -123,6 +126,7 @@ class NonMonoLearner:
                 "q_taken_mean": (q_tot * mask).sum().item() / n,
                 "target_mean": (targets * mask).sum().item() / n,
                 **rnd_stats,
+                **self.diagnostics(self.mixer, q.detach(), ep),
             }
             temperature = getattr(self.mac.action_selector, "temperature", None)
             if temperature is not None:
@@ -178,9 +182,10 @@ class NonMonoLearner:
         if self.cfg.return_priority:
             # Same normalised-return priority as PyMARL2's nq_learner offers.
             ret = reward.sum(1).detach().cpu()
-            self._pmax = max(getattr(self, "_pmax", float("-inf")), ret.max().item())
-            self._pmin = min(getattr(self, "_pmin", float("inf")), ret.min().item())
-            return (ret - self._pmin) / (self._pmax - self._pmin + 1e-5)
+            lo, hi = self._priority_range
+            lo, hi = min(lo, ret.min().item()), max(hi, ret.max().item())
+            self._priority_range = [lo, hi]
+            return (ret - lo) / (hi - lo + 1e-5)
         return (td_error.abs().sum(1) / mask.sum(1).clamp(min=1.0).sqrt()).detach().cpu()
 
     def _update_targets(self):

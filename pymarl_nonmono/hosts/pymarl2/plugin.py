@@ -43,8 +43,7 @@ def _with_preflight(run_fn):
             check_environment(_config)
         except (ConfigError, PreflightError) as exc:
             # SystemExit bypasses sacred's traceback printer: the user sees one message,
-            # and sacred still records the run as failed.
-            _log.error("pymarl-nonmono: %s", exc)
+            # and sacred still records the run as failed, with the message.
             raise SystemExit(f"pymarl-nonmono: {exc}") from None
         return run_fn(_run, _config, _log)
 
@@ -53,11 +52,13 @@ def _with_preflight(run_fn):
 
 
 def activate() -> list[str]:
-    import learners
     import controllers
+    import envs
+    import learners
     import run as host_run
     from components import action_selectors
 
+    from ...envs.matrix import make_matrix_game
     from .controller import NonMonoMAC
     from .learner import NonMonoLearner
     from .selectors import HostSelector
@@ -65,7 +66,9 @@ def activate() -> list[str]:
     learners.REGISTRY[LEARNER] = NonMonoLearner
     controllers.REGISTRY[MAC] = NonMonoMAC
     action_selectors.REGISTRY.setdefault(SELECTOR, HostSelector)
+    # Host env registry values are factories called with **env_args.
+    envs.REGISTRY.setdefault("matrix_game", make_matrix_game)
     for name, fn in list(host_run.REGISTRY.items()):
         host_run.REGISTRY[name] = _with_preflight(fn)
-    log.debug("pymarl-nonmono registered %s, %s, %s", LEARNER, MAC, SELECTOR)
+    log.debug("pymarl-nonmono registered %s, %s, %s, env matrix_game", LEARNER, MAC, SELECTOR)
     return [str(config_root())]
