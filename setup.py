@@ -22,6 +22,7 @@ setup(
     packages=[
         "pymarl_nonmono",
         "pymarl_nonmono.numerics",
+        "pymarl_nonmono.envs",
         "pymarl_nonmono.hosts",
         "pymarl_nonmono.hosts.pymarl2",
         "pymarl_nonmono.config",

@@ -1,0 +1,1 @@
+"""Environments we provide to host frameworks (registered by the host adapters, never at import)."""
