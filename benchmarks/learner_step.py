@@ -38,7 +38,7 @@ def make_args(src: Path, alg_path: Path) -> SimpleNamespace:
     cfg.update(load_yaml(alg_path))
     cfg.update(
         n_agents=N_AGENTS, n_actions=N_ACTIONS, state_shape=STATE, obs_shape=OBS, episode_limit=T,
-        use_cuda=False, device="cpu", env="sc2", batch_size=B, learner_log_interval=10**12,
+        use_cuda=False, device="cpu", env="sc2", batch_size=B, learner_log_interval=10**12, seed=0,
     )
     return SimpleNamespace(**cfg)
 
