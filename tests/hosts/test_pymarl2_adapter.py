@@ -294,3 +294,8 @@ def test_learner_logs_the_q_tot_table_on_a_known_matrix_game():
     names = {f"q_tot_{i}_{j}" for i in range(3) for j in range(3)}
     assert names | {"igm_consistent", "greedy_optimal", "payoff_max_abs_error", "greedy_joint_index"} <= set(logger.stats)
     assert env.payoff.shape == (3, 3)
+
+
+def test_grf_preflight_names_bad_scenarios_without_gfootball():
+    with pytest.raises(ConfigError, match="academy_3_vs_1_with_keeper"):
+        check_environment({"env": "grf", "env_args": {"map_name": "academy_3_vs_2", "num_agents": 3}})

@@ -144,12 +144,6 @@ def test_invalid_value_is_an_error_at_startup(host):
     assert "Traceback" not in out
 
 
-def test_zz_uninstall_restores_the_checkout_byte_for_byte(host):
-    root, pristine = host
-    assert cli.main(["uninstall", str(root)]) == 0
-    assert tree_digest(root) == pristine
-
-
 def test_matrix_game_run_records_igm_diagnostics(host):
     root, _ = host
     proc = run_main(root, "--config=nonmono_qmix", "--env-config=matrix_game", "with", *SHORT,
@@ -159,3 +153,24 @@ def test_matrix_game_run_records_igm_diagnostics(host):
     expected = {"igm_violation_rate", "igm_consistent", "greedy_optimal", "payoff_max_abs_error",
                 "greedy_joint_index", "q_tot_0_0", "q_tot_2_2", "test_optimal_mean"}
     assert expected <= set(info), sorted(info)
+
+
+def test_per_run_saves_models_and_a_new_run_resumes_from_them(host):
+    root, _ = host
+    proc = run_main(root, "--config=nonmono_qmix_rnd", "--env-config=one_step_matrix_game", "with", *SHORT,
+                    "use_per=True", "save_model=True", "save_model_interval=40", "name=per_save")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    saved = sorted((root / "results" / "models").glob("per_save__*"))[-1]
+    step = max((p for p in saved.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+    assert {"agent.th", "nonmono_learner.th"} <= {p.name for p in step.iterdir()}
+    proc = run_main(root, "--config=nonmono_qmix_rnd", "--env-config=one_step_matrix_game", "with", *SHORT,
+                    f"checkpoint_path={saved}", "name=resumed")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert f"Loading model from {step}" in proc.stdout + proc.stderr
+
+
+# Keep last: pytest runs a module in file order, and the runs above need the patches.
+def test_zz_uninstall_restores_the_checkout_byte_for_byte(host):
+    root, pristine = host
+    assert cli.main(["uninstall", str(root)]) == 0
+    assert tree_digest(root) == pristine

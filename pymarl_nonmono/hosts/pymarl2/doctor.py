@@ -129,17 +129,24 @@ def plugin_check() -> Check:
     return Check("plugin", OK, f"entry point {ep.name} = {ep.value} in group {PLUGIN_GROUP}")
 
 
-def _quiet_import(module: str):
-    # Their dependencies (protobuf, pysc2, gym) print notices and deprecation warnings on
-    # import that would drown the report; they say nothing about whether the package works.
+@contextlib.contextmanager
+def _quiet(what: str):
+    # Optional packages' dependencies (protobuf, pysc2, gym) print notices and deprecation
+    # warnings on import that would drown the report; they say nothing about whether the
+    # package works. Kept in the debug log.
     chatter = io.StringIO()
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
             warnings.simplefilter("ignore")
-            return importlib.import_module(module)
+            yield
     finally:
         if chatter.getvalue():
-            log.debug("importing %s printed: %s", module, chatter.getvalue().strip())
+            log.debug("%s printed: %s", what, chatter.getvalue().strip())
+
+
+def _quiet_import(module: str):
+    with _quiet(f"importing {module}"):
+        return importlib.import_module(module)
 
 
 def smac_check() -> Check:
@@ -170,19 +177,21 @@ def sc2_check() -> Check:
 
 
 def gfootball_check() -> Check:
-    if importlib.util.find_spec("gfootball") is None:
-        return Check("gfootball", MISSING, "Google Research Football is not installed (needed for env=gfootball only)", GFOOTBALL_FIX)
-    try:
-        _quiet_import("gfootball.env")
-    except Exception as exc:
-        return Check("gfootball", MISSING, f"gfootball is installed but does not import ({type(exc).__name__}: {exc})", GFOOTBALL_FIX)
+    from ...envs.football import football_problems  # our env's own requirements
+
+    with _quiet("importing gfootball"):
+        problems = football_problems()
+    if problems:
+        return Check("gfootball", MISSING, "; ".join(problems), GFOOTBALL_FIX)
     try:
         gym_version = metadata.version("gym")
     except metadata.PackageNotFoundError:
-        return Check("gfootball", MISSING, "gfootball imports but gym is not installed", "pip install gym==0.25.2")
-    numbers = [int(n) for n in re.findall(r"\d+", gym_version)[:2]]
-    if numbers >= [0, 26]:
-        return Check("gfootball", MISSING, f"gym {gym_version} breaks gfootball's reset (needs gym 0.25)", "pip install gym==0.25.2")
+        gym_version = None
+    # Our env (env=grf) does not need gym; PyMARL2's own env=gfootball needs gym 0.25.
+    numbers = [int(n) for n in re.findall(r"\d+", gym_version or "")[:2]]
+    if gym_version is None or numbers >= [0, 26]:
+        return Check("gfootball", OK, f"gfootball importable (env=grf); PyMARL2's env=gfootball needs gym 0.25, "
+                     f"found {gym_version or 'none'}: pip install gym==0.25.2")
     return Check("gfootball", OK, f"gfootball importable, gym {gym_version}")
 
 

@@ -58,6 +58,7 @@ def activate() -> list[str]:
     import run as host_run
     from components import action_selectors
 
+    from ...envs.football import make_football_env
     from ...envs.matrix import make_matrix_game
     from .controller import NonMonoMAC
     from .learner import NonMonoLearner
@@ -68,7 +69,8 @@ def activate() -> list[str]:
     action_selectors.REGISTRY.setdefault(SELECTOR, HostSelector)
     # Host env registry values are factories called with **env_args.
     envs.REGISTRY.setdefault("matrix_game", make_matrix_game)
+    envs.REGISTRY.setdefault("grf", make_football_env)
     for name, fn in list(host_run.REGISTRY.items()):
         host_run.REGISTRY[name] = _with_preflight(fn)
-    log.debug("pymarl-nonmono registered %s, %s, %s, env matrix_game", LEARNER, MAC, SELECTOR)
+    log.debug("pymarl-nonmono registered %s, %s, %s, envs matrix_game and grf", LEARNER, MAC, SELECTOR)
     return [str(config_root())]

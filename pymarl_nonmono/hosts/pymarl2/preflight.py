@@ -72,7 +72,14 @@ def starcraft_problems(map_name: str | None = None) -> list[str]:
 
 
 def check_environment(config: Mapping) -> None:
-    if config.get("env") == "sc2":
-        problems = starcraft_problems((config.get("env_args") or {}).get("map_name"))
-        if problems:
-            raise PreflightError("cannot run env=sc2: " + "; ".join(problems))
+    env, env_args = config.get("env"), config.get("env_args") or {}
+    problems: list[str] = []
+    if env == "sc2":
+        problems = starcraft_problems(env_args.get("map_name"))
+    elif env == "grf":
+        from ...envs.football import football_problems, football_settings
+
+        football_settings(env_args)  # bad scenario / agent count: ConfigError naming the key
+        problems = football_problems()
+    if problems:
+        raise PreflightError(f"cannot run env={env}: " + "; ".join(problems))
