@@ -44,7 +44,6 @@ class NonMonoLearner:
         self.rnd_cfg: RNDSettings = read_settings(RNDSettings, args, "nonmono_learner")
         self.mac = mac
         self.logger = logger
-        self.device = torch.device(args.device)
         state_dim = int(torch.tensor(scheme["state"]["vshape"]).prod().item())
         self.mixer = make_mixer(
             self.cfg.mixer,
@@ -195,7 +194,6 @@ class NonMonoLearner:
 
     # -- PyMARL2 learner protocol -------------------------------------------------
     def cuda(self):
-        self.device = torch.device("cuda")
         self.mac.cuda()
         self.target_mac.cuda()
         self.mixer.cuda()

@@ -149,7 +149,8 @@ class LearnerSettings:
         check_choice("mixer", self.mixer, MIXERS.names())
         _check_int("mixing_embed_dim", self.mixing_embed_dim, 1)
         _check_int("hypernet_embed", self.hypernet_embed, 1)
-        check_choice("hypernet_layers", str(self.hypernet_layers), ["1", "2"])
+        if isinstance(self.hypernet_layers, bool) or self.hypernet_layers not in (1, 2):
+            raise ConfigError(f"hypernet_layers={self.hypernet_layers!r} is not one of [1, 2]")
         check_choice("td_bootstrap", self.td_bootstrap, BOOTSTRAPS.names())
         check_range("td_lambda", self.td_lambda, 0.0, 1.0)
         check_range("gamma", self.gamma, 0.0, 1.0, low_open=True)
