@@ -109,9 +109,17 @@ class RND(nn.Module):
     """
 
     def __init__(
-        self, input_dim: int, hidden_dim: int, output_dim: int, n_layers: int, lr: float
+        self, input_dim: int, hidden_dim: int, output_dim: int, n_layers: int, lr: float,
+        center: bool = False,
     ) -> None:
         super().__init__()
+        # center=True subtracts the running mean novelty: in episodic tasks a bonus that is
+        # positive at every step pays the agents for keeping episodes alive, and in GRF a
+        # goal ends the episode (seen: beta*r_int ~ +0.1 a step, ~10 a 100-step episode,
+        # against at most ~2 of extrinsic reward). Centred, only above-average novelty pays.
+        if not isinstance(center, bool):
+            raise ConfigError(f"center={center!r} must be true or false")
+        self.center = center
         self.input_dim = _check_positive_int("input_dim", input_dim)
         self.hidden_dim = _check_positive_int("hidden_dim", hidden_dim)
         self.output_dim = _check_positive_int("output_dim", output_dim)
@@ -193,7 +201,8 @@ class RND(nn.Module):
         if update_normaliser:
             self.normaliser.update(nov[sample_mask])
         scale = self.normaliser.rms.to(device=nov.device)
-        reward = (nov.to(torch.float64) / scale).to(nov.dtype)
+        shift = self.normaliser.mean.to(device=nov.device) if self.center else 0.0
+        reward = ((nov.to(torch.float64) - shift) / scale).to(nov.dtype)
         if per_agent:
             reward = reward.mean(dim=-1)
         # where, not multiply: a masked slot may hold padding that yields inf/NaN.

@@ -292,3 +292,23 @@ def test_reward_and_update_equals_reward_then_update(shape):
         assert loss_a == pytest.approx(loss_b, rel=1e-6)
     for pa, pb in zip(a.parameters(), b.parameters()):
         torch.testing.assert_close(pa, pb)
+
+
+def test_centred_reward_is_novelty_above_the_running_mean():
+    plain, centred = make_rnd(), make_rnd(center=True)
+    x, mask = batch(0)
+    r_plain = plain.intrinsic_reward(x, mask)
+    r_centred = centred.intrinsic_reward(x, mask)
+    valid = mask.bool()
+    shift = float(centred.normaliser.mean / centred.normaliser.rms)
+    torch.testing.assert_close(r_centred[valid], r_plain[valid] - shift, rtol=1e-4, atol=1e-5)
+    assert abs(float(r_centred[valid].mean())) < 1e-4  # one batch: its own mean
+    assert bool((r_centred[~valid] == 0).all())
+    # Constant novelty pays nothing when centred (no bonus for merely staying alive).
+    const = make_rnd(center=True).intrinsic_reward(torch.ones(4, 5, D), torch.ones(4, 5))
+    assert float(const.abs().max()) < 1e-4
+
+
+def test_center_must_be_a_bool():
+    with pytest.raises(ConfigError, match="center='yes'"):
+        make_rnd(center="yes")

@@ -71,6 +71,7 @@ class NonMonoLearner:
                 self.rnd_cfg.rnd_output_dim,
                 self.rnd_cfg.rnd_layers,
                 self.rnd_cfg.rnd_lr,
+                center=self.rnd_cfg.rnd_center,
             )
             self.rnd_beta = make_schedule(
                 "linear", self.rnd_cfg.rnd_beta_start, self.rnd_cfg.rnd_beta_finish,

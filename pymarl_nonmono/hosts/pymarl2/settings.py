@@ -112,9 +112,11 @@ class RNDSettings:
     rnd_beta_start: float
     rnd_beta_finish: float
     rnd_beta_anneal_time: int
+    rnd_center: bool
 
     def validate(self) -> None:
         _check_bool("use_rnd", self.use_rnd)
+        _check_bool("rnd_center", self.rnd_center)
         check_choice("rnd_input", self.rnd_input, RND_INPUTS)
         _check_int("rnd_hidden_dim", self.rnd_hidden_dim, 1)
         _check_int("rnd_output_dim", self.rnd_output_dim, 1)
