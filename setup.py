@@ -23,6 +23,8 @@ setup(
         "pymarl_nonmono",
         "pymarl_nonmono.numerics",
         "pymarl_nonmono.envs",
+        "pymarl_nonmono.tracking",
+        "pymarl_nonmono.bench",
         "pymarl_nonmono.hosts",
         "pymarl_nonmono.hosts.pymarl2",
         "pymarl_nonmono.config",
@@ -33,7 +35,7 @@ setup(
         "pymarl_nonmono.patches": "patches",
     },
     package_data={
-        "pymarl_nonmono.config": ["algs/*.yaml", "envs/*.yaml"],
+        "pymarl_nonmono.config": ["*.yaml", "algs/*.yaml", "envs/*.yaml"],
         "pymarl_nonmono.patches": ["pymarl2/*.patch"],
     },
     include_package_data=False,
@@ -47,12 +49,16 @@ setup(
         "setuptools<81",
     ],
     extras_require={
-        "test": ["pytest>=7"],
+        # nx-27017 is a MongoDB wire-protocol server the tracking tests start on loopback.
+        "test": ["pytest>=7", "nx-27017", "submitit", "tqdm", "matplotlib"],
+        "bench": ["pymongo", "submitit", "tqdm", "matplotlib"],
     },
     entry_points={
         "console_scripts": ["pymarl-nonmono = pymarl_nonmono.cli:main"],
         # Read by the plugin hook that ``pymarl-nonmono install`` adds to PyMARL2's main.py.
         "pymarl2.plugins": ["nonmono = pymarl_nonmono.hosts.pymarl2.plugin:activate"],
+        # Read by the observer hook of patch 0005: MongoDB when configured.
+        "pymarl2.observers": ["nonmono = pymarl_nonmono.tracking.observers:observers"],
     },
     classifiers=[
         "License :: OSI Approved :: Apache Software License",

@@ -1,4 +1,5 @@
-"""The ``pymarl-nonmono`` console command: install, uninstall and doctor for PyMARL2.
+"""The ``pymarl-nonmono`` console command: install, uninstall and doctor for PyMARL2;
+bench and report for sweeps of runs.
 
 Reports go to stdout through :func:`_out`; errors are one line on stderr,
 ``pymarl-nonmono: error: ...``, with exit code 2 and no traceback (``-v`` adds logging).
@@ -13,6 +14,7 @@ import sys
 from typing import Optional, Sequence
 
 from . import __version__
+from .hosts.pymarl2.doctor import MONGO_URL_ENV
 
 PROG = "pymarl-nonmono"
 ENV_DIR = "PYMARL2_DIR"
@@ -43,7 +45,8 @@ def _default_path() -> str:
 def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG,
-        description="Install pymarl-nonmono into a PyMARL2 checkout (hijkzzz/pymarl2), undo it, or check a setup.",
+        description="Install pymarl-nonmono into a PyMARL2 checkout (hijkzzz/pymarl2), undo it, check a setup, "
+                    "run sweeps of PyMARL2 runs and report them.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what is done to stderr")
@@ -57,7 +60,66 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="restore even files edited after install (the edits are lost)")
     p = sub.add_parser("doctor", help="check the checkout, the plugin and optional software (exit 1 if unusable)")
     p.add_argument("path", nargs="?", metavar="PATH", help=path_help)
+    _add_bench_parser(sub, path_help)
+    _add_report_parser(sub, path_help)
     return parser
+
+
+def _add_bench_parser(sub, path_help: str) -> None:
+    p = sub.add_parser(
+        "bench", help="run a sweep: algorithm configs x env configs x seeds, one PyMARL2 run each (resumable; exit 1 if a run failed)",
+        description="Run every combination as its own PyMARL2 run, tagged sweep_id/sweep_alg/sweep_env in its Sacred "
+                    "config. Finished runs of the same sweep are skipped; failed ones are listed with their error. "
+                    "The sweep comes from --sweep FILE and/or the options below (a list given here replaces the "
+                    "file's; --set adds to it). See docs/benchmarking.md.")
+    p.add_argument("path", nargs="?", metavar="PATH", help=path_help)
+    p.add_argument("--sweep", metavar="FILE", help="sweep file (YAML: name, algs, envs, seeds, set, mongo_db, workers)")
+    p.add_argument("--alg", action="append", default=[], metavar="SPEC",
+                   help="algorithm config(s): NAME[,NAME...] or 'NAME[:LABEL] KEY=VALUE ...' (repeatable)")
+    p.add_argument("--env", action="append", default=[], metavar="SPEC",
+                   help="env config(s), same form; e.g. 'sc2 env_args.map_name=3m' (label: the map name)")
+    p.add_argument("--seeds", metavar="LIST", help="seeds: 1,2,3 or 1-5")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="Sacred override for every run (repeatable)")
+    p.add_argument("--name", metavar="ID", help="sweep id (default: the file's name, else derived from the sweep's content)")
+    p.add_argument("--workers", type=int, metavar="N", help="runs at a time (default: the file's, else 1)")
+    p.add_argument("--executor", choices=("local", "slurm", "submitit-local"), default="local",
+                   help="local worker processes (default); SLURM through submitit; or submitit's local executor "
+                        "(the SLURM code path on this machine)")
+    p.add_argument("--out", metavar="DIR", help="sweep folder for run states and logs (default: PATH/results/sweeps/ID)")
+    p.add_argument("--mongo-url", metavar="URL", help=f"record every run to this MongoDB too (default: ${MONGO_URL_ENV})")
+    p.add_argument("--mongo-db", metavar="DB", help="MongoDB database (default: the file's, $PYMARL_NONMONO_MONGO_DB, else sacred)")
+    p.add_argument("--no-mongo", action="store_true", help="FileStorage only, even if a MongoDB is configured")
+    p.add_argument("--timeout", type=float, metavar="SECONDS", help="stop a run that takes longer than this")
+    p.add_argument("--restart-stale", action="store_true",
+                   help="run again runs that an earlier bench left RUNNING/SUBMITTED (e.g. a cancelled SLURM job)")
+    p.add_argument("--dry-run", action="store_true", help="check the sweep and show what would run, run nothing")
+    p.add_argument("--no-progress", action="store_true", help="one line per finished run instead of a progress bar")
+    g = p.add_argument_group("SLURM (with --executor slurm; submitit's AutoExecutor parameters)")
+    g.add_argument("--timeout-min", type=int, default=24 * 60, metavar="M", help="job time limit in minutes (default: 1440)")
+    g.add_argument("--partition", metavar="NAME", help="SLURM partition")
+    g.add_argument("--cpus-per-task", type=int, metavar="N", help="CPUs per job")
+    g.add_argument("--mem-gb", type=float, metavar="G", help="memory per job")
+    g.add_argument("--gpus-per-node", type=int, metavar="N", help="GPUs per job")
+
+
+def _add_report_parser(sub, path_help: str) -> None:
+    p = sub.add_parser(
+        "report", help="learning curves (PNG per environment) and a Markdown table of final performance and AUC",
+        description="Read Sacred runs from FileStorage folders (default: PATH/results/sacred) or MongoDB and write, "
+                    "per environment, a PNG of the metric against environment steps (mean and 95%% CI across seeds, "
+                    "algorithms side by side) and report.md with final value and area under the curve. Failed and "
+                    "unfinished runs are listed, never averaged in.")
+    p.add_argument("path", nargs="?", metavar="PATH", help=path_help + "; used to find results/sacred")
+    p.add_argument("--sweep", metavar="ID", help="only the runs of this sweep (config sweep_id)")
+    p.add_argument("--metric", metavar="NAME",
+                   help="statistic to plot (default: test_battle_won_mean where recorded, else test_return_mean)")
+    p.add_argument("--results", action="append", default=[], metavar="DIR",
+                   help="FileStorage folder(s) to read (repeatable; default: PATH/results/sacred)")
+    p.add_argument("--mongo", action="store_true", help=f"read from MongoDB (URL: --mongo-url, else ${MONGO_URL_ENV})")
+    p.add_argument("--mongo-url", metavar="URL", help="read from this MongoDB (implies --mongo)")
+    p.add_argument("--mongo-db", metavar="DB", help="MongoDB database (default: $PYMARL_NONMONO_MONGO_DB, else sacred)")
+    p.add_argument("--out", metavar="DIR", help="output folder (default: ./report-ID, ID the sweep or 'all')")
+    p.add_argument("--points", type=int, default=100, metavar="N", help="points of the common step grid (default: 100)")
 
 
 def _install(path: str) -> int:
@@ -103,7 +165,148 @@ def _doctor(path: str) -> int:
     return 0 if ok else 1
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _bench(args, path: str) -> int:
+    from .bench.launch import prepare, record_sweep
+    from .bench.runner import COMPLETED, import_submitit, run_local, run_submitit
+    from .bench.spec import build_sweep
+
+    if not (args.sweep or args.alg or args.env):
+        raise UsageError(f"bench needs a sweep: --sweep FILE and/or --alg/--env/--seeds (see {PROG} bench --help)")
+    if args.workers is not None and args.workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {args.workers}")
+    sweep = build_sweep(args.sweep, algs=args.alg, envs=args.env, seeds=args.seeds, sets=args.set, name=args.name,
+                        workers=args.workers)
+    workers = sweep.workers or 1
+    prepared = prepare(sweep, path, out_dir=args.out, mongo_url=args.mongo_url, mongo_db=args.mongo_db,
+                       no_mongo=args.no_mongo, workers=workers, timeout_s=args.timeout,
+                       restart_stale=args.restart_stale)
+    plan, ctx = prepared.plan, prepared.ctx
+    if args.executor != "local" and not args.dry_run:
+        import_submitit()
+    make_bar = None if args.no_progress or args.dry_run or not plan.todo else _progress_bar_factory()
+
+    _out(f"sweep {sweep.name}: {_plural(len(sweep.algs), 'algorithm')} x {_plural(len(sweep.envs), 'environment')} x "
+         f"{_plural(len(sweep.seeds), 'seed')} = {_plural(len(prepared.runs), 'run')}; {len(plan.done)} finished, "
+         f"{len(plan.todo)} to run ({_plural(workers, 'worker')}, {args.executor})")
+    target = prepared.target
+    _out(f"MongoDB: {target.shown}, database {target.db} ({target.source})" if target else
+         "MongoDB: none (FileStorage only)")
+    _out(f"FileStorage: {prepared.host / 'results' / 'sacred'}; run states and logs: {ctx.sweep_dir}")
+    for run, state in plan.retry:
+        _out(f"  again: {run.key} ({state.get('status')}: {state.get('error', '')})")
+    for run, state in plan.elsewhere:
+        where = f"job {state['job_id']}" if state.get("job_id") else f"pid {state.get('pid')} on {state.get('hostname')}"
+        _out(f"  skipped, in progress elsewhere ({where}, since {state.get('started') or state.get('submitted')}): "
+             f"{run.key}; pass --restart-stale if it is dead")
+    if args.dry_run:
+        for run in plan.todo:
+            _out(f"  would run: (cd {prepared.host} && {ctx.python} {' '.join(ctx.command(run))})")
+        return 0
+    record_sweep(prepared)
+    bar = make_bar(total=len(plan.todo), desc=sweep.name, unit="run", file=sys.stderr, dynamic_ncols=True) if make_bar else None
+
+    failed_now = []
+
+    def on_done(run, state):
+        ok = state.get("status") == COMPLETED
+        if not ok:
+            failed_now.append((run, state))
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(failed=len(failed_now))
+        else:
+            _out(f"  {state.get('status')}: {run.key}" + ("" if ok else f" -- {state.get('error', '')}"))
+
+    try:
+        if args.executor == "local":
+            run_local(plan.todo, ctx, workers, prepared.env_extra, on_done)
+        else:
+            parameters = {"timeout_min": args.timeout_min, "name": f"pymarl-{sweep.name}",
+                          "slurm_partition": args.partition, "cpus_per_task": args.cpus_per_task,
+                          "mem_gb": args.mem_gb, "gpus_per_node": args.gpus_per_node}
+            cluster = "slurm" if args.executor == "slurm" else "local"
+            run_submitit(plan.todo, ctx, cluster, workers, parameters, prepared.env_extra, on_done)
+    finally:
+        if bar is not None:
+            bar.close()
+    completed = len(plan.todo) - len(failed_now)
+    _out(f"done: {completed} completed, {len(failed_now)} failed now; {len(plan.done) + completed} of "
+         f"{len(prepared.runs)} runs of sweep {sweep.name} finished")
+    if failed_now:
+        _out("failed runs (run bench again to retry them):")
+        for run, state in failed_now:
+            _out(f"  {run.key}: {state.get('error', '?')} (log: {state.get('log', '?')})")
+    _out(f"report: {PROG} report {prepared.host} --sweep {sweep.name}" + (" --mongo" if target else ""))
+    return 1 if failed_now else 0
+
+
+def _progress_bar_factory():
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        raise UsageError("the progress bar needs tqdm: pip install tqdm (or pass --no-progress)") from None
+    return tqdm
+
+
+def _report(args, path: str) -> int:
+    from pathlib import Path
+
+    from .bench.report import MongoSource, build_report, choose_metric, load_file_storage, plot
+    from .tracking.urls import MongoURLError, describe_error, resolve
+
+    if args.points < 2:
+        raise UsageError(f"--points must be at least 2, got {args.points}")
+    use_mongo = args.mongo or bool(args.mongo_url)
+    if use_mongo and args.results:
+        raise UsageError("give either --results (FileStorage) or --mongo/--mongo-url, not both")
+    if use_mongo:
+        try:
+            target = resolve(args.mongo_url, args.mongo_db, url_key="--mongo-url", url_source="--mongo-url",
+                             allow_secrets=True)
+        except MongoURLError as exc:
+            raise UsageError(str(exc)) from None
+        if target is None:
+            raise UsageError(f"--mongo needs a URL: --mongo-url URL or ${MONGO_URL_ENV}")
+        source = MongoSource(target)
+        try:
+            try:
+                records = source.runs(args.sweep)
+            except Exception as exc:
+                raise UsageError(f"cannot read MongoDB at {target.shown}: {describe_error(exc, target.url)}") from None
+            metric = choose_metric(records, args.metric)
+            source.load_metric(metric)
+        finally:
+            source.close()
+        where = f"MongoDB {target.shown}, database {target.db}"
+    else:
+        roots = args.results or [str(Path(path) / "results" / "sacred")]
+        records = load_file_storage(roots, args.sweep)
+        metric = choose_metric(records, args.metric) if records else (args.metric or "test_return_mean")
+        where = "FileStorage " + ", ".join(roots)
+    report = build_report(records, metric, where, args.sweep, args.points)
+    out_dir = Path(args.out or f"report-{args.sweep or 'all'}")
+    pngs = plot(report, out_dir)
+    md = out_dir / "report.md"
+    md.write_text(report.markdown(), encoding="utf-8")
+    for env in report.envs:
+        _out(f"## {env.env}  ({metric}; final at step {env.horizon[1]:,.0f})" if env.curves else f"## {env.env}  ({metric})")
+        _out(report.table(env))
+        for r in env.excluded:
+            _out(f"  not included: {r.label()}: {r.note}")
+    for png in pngs:
+        _out(f"wrote {png}")
+    _out(f"wrote {md}")
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    from .bench import MissingDependency
+    from .bench.report import ReportError
+    from .bench.spec import SweepError
     from .hosts.pymarl2.install import InstallError
 
     parser = _build_parser()
@@ -115,14 +318,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                             format=f"{PROG}: %(levelname)s: %(message)s")
         if args.command is None:
-            raise UsageError(f"a command is required: install, uninstall or doctor (see {PROG} --help)")
+            raise UsageError(f"a command is required: install, uninstall, doctor, bench or report (see {PROG} --help)")
         path = args.path or _default_path()
         if args.command == "install":
             return _install(path)
         if args.command == "uninstall":
             return _uninstall(path, args.force)
+        if args.command == "bench":
+            return _bench(args, path)
+        if args.command == "report":
+            return _report(args, path)
         return _doctor(path)
-    except (UsageError, InstallError, OSError) as exc:
+    except KeyboardInterrupt:
+        sys.stderr.write(f"{PROG}: interrupted\n")
+        return 130
+    except (UsageError, InstallError, SweepError, ReportError, MissingDependency, OSError) as exc:
         sys.stderr.write(f"{PROG}: error: {exc}\n")
         return EXIT_ERROR
 

@@ -32,7 +32,8 @@ def test_entry_points_name_real_objects():
     import importlib
 
     tree = (ROOT / "setup.py").read_text()
-    for target in ("pymarl_nonmono.cli:main", "pymarl_nonmono.hosts.pymarl2.plugin:activate"):
+    for target in ("pymarl_nonmono.cli:main", "pymarl_nonmono.hosts.pymarl2.plugin:activate",
+                   "pymarl_nonmono.tracking.observers:observers"):
         assert target in tree
         module, attr = target.split(":")
         assert callable(getattr(importlib.import_module(module), attr))

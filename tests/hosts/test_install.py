@@ -338,7 +338,7 @@ def test_real_install_twice_then_uninstall(real_host, capsys):
     assert code == 0
     names = [p.name for p, _ in inst.shipped_patches()]
     assert names == ["0001-current-stack.patch", "0002-lazy-starcraft.patch", "0003-plugin-hook.patch",
-                     "0004-sacred-completion.patch"]
+                     "0004-sacred-completion.patch", "0005-tracking-hooks.patch"]
     for name in names:
         assert f"applied {name}" in out
     main = (real_host / "src/main.py").read_text()
@@ -379,7 +379,7 @@ def test_real_doctor_after_install(real_host, capsys, monkeypatch):
     assert code == 1
     inst.install(real_host)
     code, out, _ = run_cli(capsys, "doctor", str(real_host))
-    assert "OK       patches: applied 0001-current-stack, 0002-lazy-starcraft, 0003-plugin-hook, 0004-sacred-completion" in out
+    assert "OK       patches: applied 0001-current-stack, 0002-lazy-starcraft, 0003-plugin-hook, 0004-sacred-completion, 0005-tracking-hooks" in out
     assert code == 0, out
 
 

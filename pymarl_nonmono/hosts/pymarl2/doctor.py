@@ -72,7 +72,7 @@ ESSENTIAL = ("host", "patches", "plugin")
 
 
 def doctor(path: str | os.PathLike) -> list[Check]:
-    checks = _host_checks(Path(path).expanduser())
+    checks = host_checks(Path(path).expanduser())
     for fn in (plugin_check, smac_check, sc2_check, gfootball_check, mongo_check):
         try:
             checks.append(fn())
@@ -88,7 +88,7 @@ def usable(checks: list[Check]) -> bool:
     return all(name in by_name and by_name[name].status == OK for name in ESSENTIAL)
 
 
-def _host_checks(path: Path) -> list[Check]:
+def host_checks(path: Path) -> list[Check]:
     try:
         root = check_checkout(path)
     except InstallError as exc:

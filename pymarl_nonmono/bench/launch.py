@@ -1,0 +1,120 @@
+"""Everything ``pymarl-nonmono bench`` checks and decides before the first run starts."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from ..hosts.pymarl2.doctor import OK, host_checks, plugin_check
+from ..hosts.pymarl2.install import InstallError, check_checkout
+from ..tracking.urls import MONGO_URL_ENV, MongoTarget, MongoURLError, describe_error, resolve
+from .runner import Context, Plan, plan, write_state
+from .spec import RunSpec, Sweep, SweepError, check_against_host
+
+log = logging.getLogger(__name__)
+
+OBSERVER_GROUP = "pymarl2.observers"
+SWEEPS_DIR = Path("results") / "sweeps"
+
+
+@dataclass
+class Prepared:
+    sweep: Sweep
+    host: Path
+    ctx: Context
+    target: Optional[MongoTarget]
+    env_extra: dict
+    runs: list[RunSpec]
+    plan: Plan
+
+
+def _observer_entry_point() -> bool:
+    from importlib.metadata import entry_points
+
+    return any(True for _ in entry_points(group=OBSERVER_GROUP))
+
+
+def check_host(path: str | os.PathLike) -> Path:
+    """The checkout, installed with every patch and our plugin visible; else :class:`SweepError`."""
+    try:
+        root = check_checkout(path)
+    except InstallError as exc:
+        raise SweepError(str(exc)) from None
+    for check in host_checks(root) + [plugin_check()]:
+        if check.status != OK:
+            raise SweepError(f"{check.name}: {check.detail}" + (f"; fix: {check.fix}" if check.fix else ""))
+    return root
+
+
+def mongo_target(sweep: Sweep, url: Optional[str], db: Optional[str], off: bool,
+                 environ=None) -> Optional[MongoTarget]:
+    """``--mongo-url``, else the sweep file's ``mongo_url``, else ``$PYMARL_NONMONO_MONGO_URL``.
+
+    ``--mongo-url`` may carry credentials: it reaches the runs through their environment
+    and is stored nowhere. The file's may not: files get copied and shared.
+    """
+    if off:
+        return None
+    if url:
+        config_url, key, source = url, "--mongo-url", "--mongo-url"
+    else:
+        config_url, key, source = sweep.mongo_url, "mongo_url", f"sweep file {sweep.source}, mongo_url"
+    try:
+        return resolve(config_url, db or sweep.mongo_db, environ, url_key=key, url_source=source,
+                       allow_secrets=bool(url))
+    except MongoURLError as exc:
+        raise SweepError(str(exc)) from None
+
+
+def ping_target(target: MongoTarget, timeout_ms: int = 3000) -> None:
+    try:
+        import pymongo
+    except ImportError:
+        raise SweepError(f"MongoDB is configured ({target.source}) but pymongo is not installed: pip install pymongo") from None
+    client = pymongo.MongoClient(target.url, serverSelectionTimeoutMS=timeout_ms, connectTimeoutMS=timeout_ms)
+    try:
+        client.admin.command("ping")
+    except Exception as exc:
+        raise SweepError(f"cannot reach MongoDB at {target.shown} ({target.source}) within {timeout_ms / 1000:g} s: "
+                         f"{describe_error(exc, target.url)}; start it, fix the URL, "
+                         f"or pass --no-mongo") from None
+    finally:
+        client.close()
+
+
+def prepare(sweep: Sweep, host_path: str | os.PathLike, *, out_dir: Optional[str] = None,
+            mongo_url: Optional[str] = None, mongo_db: Optional[str] = None, no_mongo: bool = False,
+            workers: int = 1, timeout_s: Optional[float] = None, python: Optional[str] = None,
+            restart_stale: bool = False, ping: bool = True) -> Prepared:
+    host = check_host(host_path)
+    check_against_host(sweep, host)
+    target = mongo_target(sweep, mongo_url, mongo_db, no_mongo)
+    if target is not None:
+        if not _observer_entry_point():
+            raise SweepError(f"no entry point in group {OBSERVER_GROUP!r}: this pymarl-nonmono installation cannot "
+                             f"record to MongoDB; reinstall it (pip install -e <source> or pip install pymarl-nonmono)")
+        if ping:
+            ping_target(target)
+    sweep_dir = Path(out_dir) if out_dir else host / SWEEPS_DIR / sweep.name
+    threads = max(1, (os.cpu_count() or 1) // max(1, workers))
+    ctx = Context(host=str(host), sweep_dir=str(sweep_dir.resolve()), python=python or sys.executable,
+                  mongo_db=target.db if target else None, mongo_off=target is None, timeout_s=timeout_s,
+                  threads=threads)
+    runs = sweep.runs()
+    env_extra = {MONGO_URL_ENV: target.url} if target else {}
+    return Prepared(sweep, host, ctx, target, env_extra, runs, plan(runs, ctx, restart_stale))
+
+
+def record_sweep(prepared: Prepared) -> Path:
+    """Write ``sweep.json`` (the resolved sweep, the URL masked) into the sweep folder."""
+    data = prepared.sweep.to_dict()
+    data.update(host=str(prepared.host), runs=len(prepared.runs), written=_dt.datetime.now().isoformat(timespec="seconds"),
+                mongo=(f"{prepared.target.shown} database {prepared.target.db}" if prepared.target else None))
+    path = Path(prepared.ctx.sweep_dir) / "sweep.json"
+    write_state(path, data)
+    return path

@@ -1,0 +1,425 @@
+"""Running a sweep's PyMARL2 runs: one subprocess each, locally or as submitit jobs.
+
+Each run's state lives in ``<sweep dir>/runs/<key>.json`` and its output in
+``<sweep dir>/logs/<key>.log``; :func:`run_one` writes both, wherever it executes (a local
+worker thread or a SLURM job on a shared file system). A later ``bench`` call reads them
+to skip finished runs and to list failed ones with their error.
+
+The MongoDB URL is handed to the runs through the environment variable only: it is never
+part of a command line, a state file or a pickled submitit job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import json
+import logging
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Mapping, Optional, Sequence
+
+from . import MissingDependency
+from .spec import RunSpec
+
+log = logging.getLogger(__name__)
+
+RUNNING, SUBMITTED, COMPLETED, FAILED, INTERRUPTED = "RUNNING", "SUBMITTED", "COMPLETED", "FAILED", "INTERRUPTED"
+STOP_GRACE_S = 10
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class Context:
+    """What every run of a sweep shares; picklable, and holds no secret."""
+
+    host: str                      # the PyMARL2 checkout
+    sweep_dir: str
+    python: str = sys.executable
+    mongo_db: Optional[str] = None
+    mongo_off: bool = False
+    timeout_s: Optional[float] = None
+    threads: Optional[int] = None  # OMP/MKL threads per run, unless the user set them
+
+    def state_path(self, run: RunSpec) -> Path:
+        return Path(self.sweep_dir) / "runs" / f"{run.key}.json"
+
+    def log_path(self, run: RunSpec) -> Path:
+        return Path(self.sweep_dir) / "logs" / f"{run.key}.log"
+
+    def command(self, run: RunSpec) -> list[str]:
+        return run.command(self.mongo_db, self.mongo_off)
+
+
+def write_state(path: Path, state: Mapping) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(dict(state), f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def read_state(path: Path) -> Optional[dict]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+# --------------------------------------------------------------------------- plan
+
+
+def identity(run: RunSpec) -> list[str]:
+    """What makes a run the same run: its command without where it reports to, overrides sorted.
+
+    A finished run counts whatever it recorded to; the order of overrides does not matter
+    (each key appears once on the command line).
+    """
+    command = run.command()
+    cut = command.index("with") + 1
+    return command[:cut] + sorted(command[cut:])
+
+
+@dataclass
+class Plan:
+    todo: list[RunSpec] = field(default_factory=list)
+    done: list[tuple[RunSpec, dict]] = field(default_factory=list)
+    elsewhere: list[tuple[RunSpec, dict]] = field(default_factory=list)  # running in another bench/job
+    retry: list[tuple[RunSpec, dict]] = field(default_factory=list)      # failed or interrupted before
+
+
+def _alive_here(state: Mapping) -> bool:
+    if state.get("hostname") != socket.gethostname() or not state.get("pid"):
+        return False
+    try:
+        os.kill(int(state["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def plan(runs: Sequence[RunSpec], ctx: Context, restart_stale: bool = False) -> Plan:
+    """Sort the sweep's runs into finished, in progress elsewhere, and to run."""
+    out = Plan()
+    for run in runs:
+        state = read_state(ctx.state_path(run))
+        status = (state or {}).get("status")
+        if state and status == COMPLETED and state.get("identity") == identity(run):
+            out.done.append((run, state))
+        elif state and status in (RUNNING, SUBMITTED) and not restart_stale and (
+                state.get("job_id") or _alive_here(state)):
+            out.elsewhere.append((run, state))
+        else:
+            if state and status in (FAILED, INTERRUPTED):
+                out.retry.append((run, state))
+            out.todo.append(run)
+    return out
+
+
+# --------------------------------------------------------------------------- one run
+
+
+_STARTED_RE = re.compile(r'Started run with ID "([^"]+)"')
+_FILES_RE = re.compile(r"Saving to FileStorageObserver in (.+?)\.?\s*$", re.M)
+_ERROR_RE = re.compile(r"^(pymarl-nonmono: |main\.py: error: |[A-Za-z_.]*(Error|Exception|Interrupt)\b)")
+
+
+def error_line(text: str) -> str:
+    """The line of a failed run's output that says why: the last error-like line, else the last line."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    for line in reversed(lines):
+        if _ERROR_RE.match(line):
+            return line[:500]
+    return lines[-1][:500] if lines else "no output"
+
+
+def _tail(path: Path, limit: int = 200_000) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - limit))
+            return f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def _head(path: Path, limit: int = 50_000) -> str:
+    try:
+        with open(path, "rb") as f:
+            return f.read(limit).decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def _run_env(ctx: Context, extra: Optional[Mapping[str, str]]) -> dict:
+    env = dict(os.environ)
+    if ctx.threads:
+        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            env.setdefault(name, str(ctx.threads))
+    env.update(extra or {})
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+class _Processes:
+    """Running subprocesses of this bench, so that Ctrl-C can stop them all."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._procs: set[subprocess.Popen] = set()
+        self.stopping = False
+
+    def add(self, proc: subprocess.Popen) -> None:
+        with self._lock:
+            self._procs.add(proc)
+
+    def discard(self, proc: subprocess.Popen) -> None:
+        with self._lock:
+            self._procs.discard(proc)
+
+    def stop_all(self) -> None:
+        self.stopping = True
+        with self._lock:
+            procs = list(self._procs)
+        for proc in procs:
+            _signal_group(proc, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_S
+        for proc in procs:
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                _signal_group(proc, signal.SIGKILL)
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    # The run's own process group: PyMARL2's parallel runner has child processes.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, sig)
+
+
+def run_one(run: RunSpec, ctx: Context, env_extra: Optional[Mapping[str, str]] = None,
+            processes: Optional[_Processes] = None, job_id: Optional[str] = None) -> dict:
+    """Run one PyMARL2 run to its end; write and return its state."""
+    state_path, log_path = ctx.state_path(run), ctx.log_path(run)
+    command = ctx.command(run)
+    state = {
+        "key": run.key, "sweep_id": run.sweep_id, "alg": run.alg.label, "env": run.env.label, "seed": run.seed,
+        "command": command, "identity": identity(run), "status": RUNNING, "started": _now(), "hostname": socket.gethostname(),
+        "pid": os.getpid(), "log": str(log_path),
+    }
+    if job_id:
+        state["job_id"] = job_id
+    write_state(state_path, state)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    begin = time.monotonic()
+    returncode: Optional[int] = None
+    timed_out = False
+    with open(log_path, "wb") as out:
+        proc = subprocess.Popen([ctx.python, *command], cwd=ctx.host, env=_run_env(ctx, env_extra),
+                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        if processes is not None:
+            processes.add(proc)
+        try:
+            returncode = proc.wait(timeout=ctx.timeout_s)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            _signal_group(proc, signal.SIGTERM)
+            try:
+                returncode = proc.wait(STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                _signal_group(proc, signal.SIGKILL)
+                returncode = proc.wait()
+        except BaseException:
+            _signal_group(proc, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(STOP_GRACE_S)
+            _signal_group(proc, signal.SIGKILL)
+            state.update(status=INTERRUPTED, ended=_now(), error="bench interrupted")
+            write_state(state_path, state)
+            raise
+        finally:
+            if processes is not None:
+                processes.discard(proc)
+    head = _head(log_path)
+    state["seconds"] = round(time.monotonic() - begin, 1)
+    state["returncode"] = returncode
+    state["ended"] = _now()
+    if (m := _STARTED_RE.search(head)):
+        state["sacred_id"] = m.group(1)
+        if (f := _FILES_RE.search(head)):
+            state["results_dir"] = str(Path(f.group(1).strip()) / m.group(1))
+    if processes is not None and processes.stopping:
+        state.update(status=INTERRUPTED, error="bench interrupted")
+    elif timed_out:
+        state.update(status=FAILED, error=f"timed out after {ctx.timeout_s:g} s")
+    elif returncode == 0:
+        state["status"] = COMPLETED
+    elif returncode is not None and returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        state.update(status=FAILED, error=f"ended by {name}; last output: {error_line(_tail(log_path))}")
+    else:
+        state.update(status=FAILED, error=error_line(_tail(log_path)))
+    write_state(state_path, state)
+    return state
+
+
+def submitted_job(run: RunSpec, ctx: Context) -> dict:
+    """A submitit job's body (runs on the cluster node; picklable by reference)."""
+    job_id = None
+    with contextlib.suppress(Exception):
+        import submitit
+
+        job_id = str(submitit.JobEnvironment().job_id)
+    return run_one(run, ctx, job_id=job_id)
+
+
+# --------------------------------------------------------------------------- executors
+
+
+OnEvent = Callable[[RunSpec, dict], None]
+
+
+def run_local(runs: Sequence[RunSpec], ctx: Context, workers: int, env_extra: Optional[Mapping[str, str]] = None,
+              on_done: Optional[OnEvent] = None) -> list[dict]:
+    """Run ``runs`` with at most ``workers`` at a time; Ctrl-C stops them all (state INTERRUPTED)."""
+    processes = _Processes()
+    results: list[dict] = []
+    pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="bench")
+    futures: dict[Future, RunSpec] = {}
+    try:
+        for run in runs:
+            futures[pool.submit(run_one, run, ctx, env_extra, processes)] = run
+        pending = set(futures)
+        while pending:
+            finished, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+            for future in finished:
+                run = futures[future]
+                try:
+                    state = future.result()
+                except Exception as exc:  # the bench's own failure (e.g. cannot write the log), not the run's
+                    state = {"key": run.key, "status": FAILED, "error": f"bench could not run it: {exc}",
+                             "command": ctx.command(run)}
+                    write_state(ctx.state_path(run), state)
+                results.append(state)
+                if on_done:
+                    on_done(run, state)
+    except BaseException:
+        for future in futures:
+            future.cancel()
+        processes.stop_all()
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+    return results
+
+
+@contextlib.contextmanager
+def _environ(extra: Mapping[str, str]) -> Iterator[None]:
+    # submitit's local jobs and sbatch inherit the submitting process's environment; the
+    # URL goes that way instead of into the pickled job.
+    saved = {k: os.environ.get(k) for k in extra}
+    os.environ.update(extra)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def import_submitit():
+    try:
+        import submitit
+    except ImportError:
+        raise MissingDependency("the cluster executors need submitit: pip install submitit") from None
+    return submitit
+
+
+def run_submitit(runs: Sequence[RunSpec], ctx: Context, cluster: str, workers: Optional[int],
+                 parameters: Mapping[str, object], env_extra: Optional[Mapping[str, str]] = None,
+                 on_done: Optional[OnEvent] = None, poll_s: float = 2.0) -> list[dict]:
+    """Run ``runs`` as submitit jobs on ``cluster`` ("slurm", or "local" for one machine).
+
+    At most ``workers`` jobs are out at a time (SLURM: the array's parallelism; local:
+    jobs are submitted as earlier ones end, since submitit's local executor starts each
+    job at once).
+    """
+    submitit = import_submitit()
+    folder = Path(ctx.sweep_dir) / "submitit"
+    executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
+    params = {k: v for k, v in parameters.items() if v is not None}
+    if cluster == "slurm" and workers:
+        params["slurm_array_parallelism"] = workers
+    executor.update_parameters(**params)
+    limit = len(runs) if cluster == "slurm" else max(1, workers or 1)
+    queue = list(runs)
+    active: dict[object, RunSpec] = {}
+    results: list[dict] = []
+
+    def submit(batch: list[RunSpec]) -> None:
+        with _environ(dict(env_extra or {})):
+            if len(batch) > 1:
+                with executor.batch():
+                    jobs = [executor.submit(submitted_job, run, ctx) for run in batch]
+            else:
+                jobs = [executor.submit(submitted_job, run, ctx) for run in batch]
+        for job, run in zip(jobs, batch):
+            active[job] = run
+            write_state(ctx.state_path(run), {"key": run.key, "status": SUBMITTED, "job_id": str(job.job_id),
+                                              "command": ctx.command(run), "submitted": _now(),
+                                              "log": str(ctx.log_path(run))})
+            log.info("submitted %s as job %s", run.key, job.job_id)
+
+    try:
+        while queue or active:
+            room = limit - len(active)
+            if queue and room > 0:
+                batch, queue = queue[:room], queue[room:]
+                submit(batch)
+            time.sleep(poll_s)
+            for job in [j for j in active if j.done()]:
+                run = active.pop(job)
+                try:
+                    state = job.result()
+                    # The job wrote this itself, but our SUBMITTED record may have landed after it.
+                    write_state(ctx.state_path(run), state)
+                except Exception as exc:
+                    text = str(exc).strip().splitlines()
+                    state = read_state(ctx.state_path(run)) or {"key": run.key, "command": ctx.command(run)}
+                    state.update(status=FAILED, job_id=str(job.job_id),
+                                 error=f"submitit job {job.job_id} failed: {(text[-1] if text else type(exc).__name__)[:400]}")
+                    write_state(ctx.state_path(run), state)
+                results.append(state)
+                if on_done:
+                    on_done(run, state)
+    except BaseException:
+        for job, run in active.items():
+            with contextlib.suppress(Exception):
+                job.cancel(check=False)
+            state = read_state(ctx.state_path(run)) or {"key": run.key, "command": ctx.command(run)}
+            state.update(status=INTERRUPTED, error=f"bench interrupted; job {job.job_id} cancelled")
+            write_state(ctx.state_path(run), state)
+        raise
+    return results

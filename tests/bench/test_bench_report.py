@@ -1,0 +1,186 @@
+"""Report numbers on hand-made Sacred records, from FileStorage folders and from MongoDB (nx-27017)."""
+
+import datetime as dt
+import json
+import math
+
+import pytest
+
+from pymarl_nonmono import cli
+from pymarl_nonmono.bench import report as rep
+from pymarl_nonmono.tracking.urls import resolve
+
+METRIC = "test_return_mean"
+NOW = dt.datetime.utcnow()
+
+
+def run(alg, seed, steps=None, values=None, status="COMPLETED", env="m", sweep="s", start="2026-01-01T00:00:00",
+        info_only=False, fail=None, heartbeat=None):
+    return dict(alg=alg, seed=seed, steps=steps, values=values, status=status, env=env, sweep=sweep, start=start,
+                info_only=info_only, fail=fail, heartbeat=heartbeat or NOW.isoformat())
+
+
+def lin(k, steps):
+    return [k * s / 100 for s in steps]
+
+
+RUNS = [
+    run("A", 1, [0, 100, 200, 300], lin(1, [0, 100, 200, 300])),
+    run("A", 2, [0, 100, 200, 300], lin(2, [0, 100, 200, 300])),
+    run("A", 3, [0, 100, 200, 300], lin(3, [0, 100, 200, 300])),
+    run("A", 4, [0, 100], [0, 1], status="FAILED", fail=["Traceback (most recent call last):\n", "RuntimeError: boom\n"]),
+    run("A", 5),  # finished, but never logged the metric
+    run("B", 1, [0, 100, 200, 300, 400], [5] * 5, start="2026-01-02T00:00:00"),
+    run("B", 1, [0, 100], [99, 99], start="2026-01-01T00:00:00"),  # an older run of the same seed
+    run("B", 2, [0, 150, 250], [7, 7, 7]),
+    run("B", 3, [0], [1], status="RUNNING", heartbeat=(NOW - dt.timedelta(hours=2)).isoformat()),
+    run("C", 1, [0, 250], [1, 3], info_only=True),  # recorded before patch 0005: info only
+    run("A", 1, [0, 100], [50, 50], sweep="other"),
+    run("A", 1, [0, 100], [0, 0], env="n", status="FAILED", fail="KeyError: 'n'"),
+]
+
+
+def config(r):
+    return {"sweep_id": r["sweep"], "sweep_alg": r["alg"], "sweep_env": r["env"], "seed": r["seed"], "name": "x",
+            "env": "e", "env_args": {"map_name": r["env"]}}
+
+
+def info(r):
+    if r["steps"] is None:
+        return {"episode": [1], "episode_T": [1]}
+    return {METRIC: r["values"], f"{METRIC}_T": r["steps"]}
+
+
+def write_file_storage(root):
+    for i, r in enumerate(RUNS, 1):
+        folder = root / r["env"] / r["alg"] / str(i)
+        folder.mkdir(parents=True)
+        (folder / "config.json").write_text(json.dumps(config(r)))
+        run_json = {"status": r["status"], "start_time": r["start"], "heartbeat": r["heartbeat"]}
+        if r["fail"]:
+            run_json["fail_trace"] = r["fail"]
+        (folder / "run.json").write_text(json.dumps(run_json))
+        (folder / "info.json").write_text(json.dumps(info(r)))
+        if r["steps"] is not None and not r["info_only"]:
+            (folder / "metrics.json").write_text(json.dumps(
+                {METRIC: {"steps": r["steps"], "values": r["values"], "timestamps": []},
+                 "loss_td": {"steps": [1], "values": [0.5], "timestamps": []}}))
+    (root / "_sources").mkdir()
+
+
+def write_mongo(url, db_name):
+    import pymongo
+
+    client = pymongo.MongoClient(url, serverSelectionTimeoutMS=5000)
+    db = client[db_name]
+    for i, r in enumerate(RUNS, 1):
+        doc = {"_id": i, "config": config(r), "status": r["status"], "start_time": dt.datetime.fromisoformat(r["start"]),
+               "heartbeat": dt.datetime.fromisoformat(r["heartbeat"]), "info": info(r)}
+        if r["fail"]:
+            doc["fail_trace"] = r["fail"] if isinstance(r["fail"], list) else [r["fail"]]
+        db.runs.insert_one(doc)
+        if r["steps"] is not None and not r["info_only"]:
+            db.metrics.insert_one({"run_id": i, "name": METRIC, "steps": r["steps"], "values": r["values"]})
+            db.metrics.insert_one({"run_id": i, "name": "loss_td", "steps": [1], "values": [0.5]})
+    client.close()
+
+
+def check(report):
+    envs = {e.env: e for e in report.envs}
+    assert set(envs) == {"m", "n"}
+    m = envs["m"]
+    assert m.horizon == (0.0, 250.0)
+    rows = {r.alg: r for r in m.rows}
+    mean, half, n = rows["A"].final
+    assert (mean, n) == (pytest.approx(5.0), 3) and half == pytest.approx(4.303 * 2.5 / math.sqrt(3))
+    mean, half, n = rows["A"].auc
+    assert (mean, n) == (pytest.approx(2.5), 3) and half == pytest.approx(4.303 * 1.25 / math.sqrt(3))
+    assert rows["B"].final == (pytest.approx(6.0), pytest.approx(12.706), 2)
+    assert rows["C"].final[0] == pytest.approx(3.0) and math.isnan(rows["C"].final[1]) and rows["C"].auc[0] == pytest.approx(2.0)
+    notes = {(r.alg, r.seed): r.note for r in m.excluded}
+    assert notes[("A", 4)] == "failed: RuntimeError: boom"
+    assert notes[("A", 5)] == f"finished without {METRIC}"
+    assert notes[("B", 1)].startswith("superseded by a newer finished run of the same seed")
+    assert notes[("B", 3)].startswith("unfinished: RUNNING but silent (last heartbeat")
+    curves = {c.alg: c for c in m.curves}
+    assert curves["A"].steps[-1] == 300 and curves["B"].steps[-1] == 250 and curves["B"].n == 2
+    table = report.table(m)
+    assert "| A | 5.000 ± 6.211 | 2.500 ± 3.105 | 3 | 1 failed, 1 finished without test_return_mean |" in table
+    assert "| B | 6.000 ± 12.706 | 6.000 ± 12.706 | 2 | 1 superseded, 1 unfinished |" in table
+    assert "| C | 3.000 | 2.000 | 1 |  |" in table
+    assert "| A | – | – | 0 | 1 failed |" in report.table(envs["n"])
+    return table
+
+
+def test_file_storage_report(tmp_path):
+    pytest.importorskip("matplotlib", reason="plots need matplotlib (pip install matplotlib)")
+    write_file_storage(tmp_path / "sacred")
+    records = rep.load_file_storage([tmp_path / "sacred"], "s")
+    assert len(records) == 11
+    assert rep.choose_metric(records, None) == METRIC
+    report = rep.build_report(records, METRIC, "files", "s", points=50)
+    check(report)
+    pngs = rep.plot(report, tmp_path / "out")
+    assert [p.name for p in pngs] == [f"{METRIC}_m.png", f"{METRIC}_n.png"] and all(p.stat().st_size > 1000 for p in pngs)
+    md = report.markdown()
+    assert f"![{METRIC} on m]({METRIC}_m.png)" in md and "- A seed 4: failed: RuntimeError: boom" in md
+    assert "Final value at step 250, the common horizon" in md
+
+
+def test_unknown_metric_and_no_runs(tmp_path):
+    write_file_storage(tmp_path / "sacred")
+    records = rep.load_file_storage([tmp_path / "sacred"], "s")
+    with pytest.raises(rep.ReportError, match="no run records the metric 'test_battle_won_mean'; the runs record: "
+                                              "episode, loss_td, test_return_mean"):
+        rep.choose_metric(records, "test_battle_won_mean")
+    with pytest.raises(rep.ReportError, match="no runs of sweep 'zzz'"):
+        rep.build_report(rep.load_file_storage([tmp_path / "sacred"], "zzz"), METRIC, "files", "zzz")
+    with pytest.raises(rep.ReportError, match="no FileStorage folder"):
+        rep.load_file_storage([tmp_path / "nope"])
+
+
+def test_battle_won_preferred_when_recorded():
+    record = rep.RunRecord("r", "a", "e", 1, "COMPLETED", metric_names={"test_return_mean", "test_battle_won_mean"})
+    assert rep.choose_metric([record], None) == "test_battle_won_mean"
+
+
+def test_t_quantiles():
+    assert rep.t95(1) == 12.706 and rep.t95(30) == 2.042
+    assert abs(rep.t95(60) - 2.000) < 0.005 and abs(rep.t95(120) - 1.980) < 0.005
+    assert rep.mean_ci([4.0]) [0] == 4.0 and math.isnan(rep.mean_ci([4.0])[1])
+
+
+def test_cli_report_from_files(tmp_path, capsys):
+    pytest.importorskip("matplotlib", reason="plots need matplotlib (pip install matplotlib)")
+    write_file_storage(tmp_path / "host" / "results" / "sacred")
+    code = cli.main(["report", str(tmp_path / "host"), "--sweep", "s", "--out", str(tmp_path / "r")])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "| A | 5.000 ± 6.211 |" in out and "not included: A seed 4: failed: RuntimeError: boom" in out
+    assert (tmp_path / "r" / "report.md").is_file() and (tmp_path / "r" / f"{METRIC}_m.png").is_file()
+    code = cli.main(["report", str(tmp_path / "host"), "--sweep", "s", "--metric", "nope", "--out", str(tmp_path / "r2")])
+    _, err = capsys.readouterr()
+    assert code == 2 and err.startswith("pymarl-nonmono: error: no run records the metric 'nope'")
+    assert not (tmp_path / "r2").exists()
+    code = cli.main(["report", "--mongo-url", "mongodb://u:s3cr3t@h:99999"])
+    _, err = capsys.readouterr()
+    assert code == 2 and "port '99999'" in err and "s3cr3t" not in err
+
+
+def test_mongodb_report_matches_file_storage(tmp_path, mongo_url, capsys):
+    pytest.importorskip("matplotlib", reason="plots need matplotlib (pip install matplotlib)")
+    write_mongo(mongo_url, "reptest")
+    source = rep.MongoSource(resolve(mongo_url, "reptest", {}))
+    try:
+        records = source.runs("s")
+        assert len(records) == 11
+        source.load_metric(rep.choose_metric(records, None))
+    finally:
+        source.close()
+    mongo_table = check(rep.build_report(records, METRIC, "mongo", "s", points=50))
+    write_file_storage(tmp_path / "sacred")
+    files_table = check(rep.build_report(rep.load_file_storage([tmp_path / "sacred"], "s"), METRIC, "files", "s", 50))
+    assert mongo_table == files_table
+    code = cli.main(["report", "--mongo-url", mongo_url, "--mongo-db", "reptest", "--sweep", "s", "--out", str(tmp_path / "m")])
+    out, _ = capsys.readouterr()
+    assert code == 0 and "| B | 6.000 ± 12.706 |" in out

@@ -1,0 +1,204 @@
+"""Running a sweep on a stand-in PyMARL2 (tests/bench/conftest.py): workers, states, resume, submitit."""
+
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from pymarl_nonmono import cli
+from pymarl_nonmono.bench import launch
+from pymarl_nonmono.bench.runner import (
+    COMPLETED, FAILED, RUNNING, Context, error_line, plan, read_state, run_local, run_submitit, write_state,
+)
+from pymarl_nonmono.bench.spec import build_sweep
+
+SECRET_URL = "mongodb://alice:s3cr3t-pw@127.0.0.1:1/"
+
+
+def probes(tmp_path):
+    return {p.stem: json.loads(p.read_text()) for p in (tmp_path / "probe").glob("*.json")}
+
+
+def max_overlap(intervals):
+    events = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals], key=lambda x: (x[0], x[1]))
+    level = best = 0
+    for _, step in events:
+        level += step
+        best = max(best, level)
+    return best
+
+
+def make(fake_host, tmp_path, seeds="1-4", sets=("sleep=0.4", "fail_seed=3"), algs=("qmix",)):
+    sweep = build_sweep(algs=list(algs), envs=["one_step_matrix_game"], seeds=seeds, sets=list(sets), name="t")
+    ctx = Context(host=str(fake_host), sweep_dir=str(tmp_path / "sweep"), mongo_db="bench", threads=1)
+    return sweep, ctx
+
+
+def test_local_workers_states_logs_and_errors(fake_host, tmp_path):
+    sweep, ctx = make(fake_host, tmp_path)
+    seen = []
+    results = run_local(sweep.runs(), ctx, workers=2, env_extra={"PYMARL_NONMONO_MONGO_URL": SECRET_URL},
+                        on_done=lambda run, state: seen.append((run.key, state["status"])))
+    assert sorted(seen) == [("qmix__one_step_matrix_game__seed1", COMPLETED), ("qmix__one_step_matrix_game__seed2", COMPLETED),
+                            ("qmix__one_step_matrix_game__seed3", FAILED), ("qmix__one_step_matrix_game__seed4", COMPLETED)]
+    assert len(results) == 4
+    runs = probes(tmp_path)
+    assert max_overlap([(p["start"], p["end"]) for p in runs.values()]) == 2
+    assert all(p["mongo"] == SECRET_URL and p["omp"] == "1" for p in runs.values())  # through the environment only
+    state = read_state(ctx.state_path(sweep.runs()[2]))
+    assert state["status"] == FAILED and state["error"] == "RuntimeError: boom on seed 3" and state["returncode"] == 1
+    ok = read_state(ctx.state_path(sweep.runs()[0]))
+    assert ok["sacred_id"] == "1" and ok["results_dir"] == "/fake/results/sacred/one_step_matrix_game/qmix/1"
+    assert ok["command"][-1] == "mongo_db=bench" and "seed=1" in ok["command"]
+    assert Path(ok["log"]).read_text().count("Started run") == 1
+    assert "s3cr3t" not in "".join(p.read_text() for p in Path(ctx.sweep_dir).rglob("*") if p.is_file())
+
+
+def test_resume_skips_finished_retries_failed_and_reruns_changed(fake_host, tmp_path):
+    sweep, ctx = make(fake_host, tmp_path, seeds="1-3", sets=("sleep=0.1", "fail_seed=3"))
+    run_local(sweep.runs(), ctx, workers=2)
+    again = plan(sweep.runs(), ctx)
+    assert [r.seed for r, _ in again.done] == [1, 2] and [r.seed for r in again.todo] == [3]
+    assert [r.seed for r, _ in again.retry] == [3]
+    # Where runs report to does not make a finished run unfinished...
+    other_dest = Context(host=ctx.host, sweep_dir=ctx.sweep_dir, mongo_off=True)
+    assert len(plan(sweep.runs(), other_dest).done) == 2
+    # ...but changed settings do.
+    changed, _ = make(fake_host, tmp_path, seeds="1-3", sets=("sleep=0.2", "fail_seed=3"))
+    assert len(plan(changed.runs(), ctx).todo) == 3
+
+
+def test_running_state_alive_here_is_left_alone_dead_is_rerun(fake_host, tmp_path):
+    sweep, ctx = make(fake_host, tmp_path, seeds="1-3")
+    r1, r2, r3 = sweep.runs()
+    import socket
+
+    write_state(ctx.state_path(r1), {"status": RUNNING, "hostname": socket.gethostname(), "pid": os.getpid()})
+    write_state(ctx.state_path(r2), {"status": RUNNING, "hostname": socket.gethostname(), "pid": 2 ** 22 + 12345})
+    write_state(ctx.state_path(r3), {"status": "SUBMITTED", "job_id": "99"})
+    p = plan(sweep.runs(), ctx)
+    assert [r.seed for r, _ in p.elsewhere] == [1, 3] and [r.seed for r in p.todo] == [2]
+    assert len(plan(sweep.runs(), ctx, restart_stale=True).todo) == 3
+
+
+def test_timeout(fake_host, tmp_path):
+    sweep, ctx = make(fake_host, tmp_path, seeds="1", sets=("sleep=30",))
+    ctx.timeout_s = 0.5
+    (state,) = run_local(sweep.runs(), ctx, workers=1)
+    assert state["status"] == FAILED and state["error"] == "timed out after 0.5 s"
+
+
+def test_error_line():
+    assert error_line("a\nTraceback\n  File x\nKeyError: 'one_step'\n[INFO] bye\n") == "KeyError: 'one_step'"
+    assert error_line("x\npymarl-nonmono: cannot run env=sc2: ...\n") == "pymarl-nonmono: cannot run env=sc2: ..."
+    assert error_line("") == "no output"
+    assert error_line("just this\n") == "just this"
+
+
+def test_submitit_local_executor_path(fake_host, tmp_path, monkeypatch):
+    pytest.importorskip("submitit", reason="submitit is not installed (pip install submitit)")
+    monkeypatch.delenv("PYMARL_NONMONO_MONGO_URL", raising=False)
+    sweep, ctx = make(fake_host, tmp_path, seeds="1-3", sets=("sleep=0.5", "fail_seed=2"))
+    done = []
+    results = run_submitit(sweep.runs(), ctx, "local", 2, {"timeout_min": 5}, {"PYMARL_NONMONO_MONGO_URL": SECRET_URL},
+                           on_done=lambda run, state: done.append(run.seed), poll_s=0.2)
+    assert sorted(done) == [1, 2, 3]
+    by_seed = {s["seed"]: s for s in results}
+    assert by_seed[1]["status"] == by_seed[3]["status"] == COMPLETED and by_seed[1]["job_id"]
+    assert by_seed[2]["status"] == FAILED and by_seed[2]["error"] == "RuntimeError: boom on seed 2"
+    runs = probes(tmp_path)
+    assert all(p["mongo"] == SECRET_URL for p in runs.values())
+    assert max_overlap([(p["start"], p["end"]) for p in runs.values()]) <= 2
+    assert "PYMARL_NONMONO_MONGO_URL" not in os.environ  # restored after submitting
+    for path in Path(ctx.sweep_dir).rglob("*"):
+        if path.is_file():
+            assert b"s3cr3t" not in path.read_bytes(), path  # not in the pickled jobs either
+
+
+# --------------------------------------------------------------------------- the command
+
+
+@pytest.fixture
+def cli_host(fake_host, monkeypatch):
+    # The stand-in has no patches to check; everything after the host check is real.
+    monkeypatch.setattr(launch, "check_host", lambda path: fake_host)
+    monkeypatch.delenv("PYMARL_NONMONO_MONGO_URL", raising=False)
+    return fake_host
+
+
+def run_cli(capsys, *argv):
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_sweep_then_resume(cli_host, tmp_path, capsys):
+    base = ["bench", str(cli_host), "--alg", "qmix,vdn", "--env", "one_step_matrix_game", "--seeds", "1-2",
+            "--set", "sleep=0.1", "--workers", "2", "--name", "s1"]
+    code, out, err = run_cli(capsys, *base, "--set", "fail_seed=2", "--no-progress")
+    assert code == 1, out + err
+    assert "sweep s1: 2 algorithms x 1 environment x 2 seeds = 4 runs; 0 finished, 4 to run (2 workers, local)" in out
+    assert "MongoDB: none (FileStorage only)" in out
+    assert "done: 2 completed, 2 failed now; 2 of 4 runs of sweep s1 finished" in out
+    assert "  qmix__one_step_matrix_game__seed2: RuntimeError: boom on seed 2 (log: " in out
+    assert f"report: pymarl-nonmono report {cli_host} --sweep s1" in out
+    sweep_json = json.loads((cli_host / "results" / "sweeps" / "s1" / "sweep.json").read_text())
+    assert sweep_json["seeds"] == [1, 2] and sweep_json["mongo"] is None
+    assert all("mongo_url=off" in p["argv"] for p in probes(tmp_path).values())
+
+    # The failed runs' settings changed (fail_seed), so all four count as new.
+    code, out, _ = run_cli(capsys, *base, "--no-progress")
+    assert "0 finished, 4 to run" in out and code == 0
+    assert "again: qmix__one_step_matrix_game__seed2 (FAILED: RuntimeError: boom on seed 2)" in out
+    with_bar = [] if importlib.util.find_spec("tqdm") else ["--no-progress"]
+    code, out, err = run_cli(capsys, *base, *with_bar)
+    assert "4 finished, 0 to run" in out and code == 0 and "done: 0 completed, 0 failed now; 4 of 4" in out
+
+
+def test_cli_dry_run_shows_commands_and_runs_nothing(cli_host, tmp_path, capsys):
+    code, out, _ = run_cli(capsys, "bench", str(cli_host), "--alg", "qmix", "--env", "sc2 env_args.map_name=8m",
+                           "--seeds", "4", "--dry-run")
+    assert code == 0
+    assert "would run: (cd" in out and "--config=qmix --env-config=sc2 with env_args.map_name=8m seed=4" in out
+    assert "sweep_env=8m" in out and not any((tmp_path / "probe").iterdir())
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--alg", "qmx", "--env", "one_step_matrix_game", "--seeds", "1"], "unknown algorithm config(s) 'qmx' (did you mean 'qmix'?)"),
+    (["--alg", "qmix", "--env", "sc3", "--seeds", "1"], "unknown environment config(s) 'sc3' (did you mean 'sc2'?)"),
+    (["--alg", "qmix", "--env", "sc2"], "empty sweep: no seeds"),
+    (["--seeds", "1"], "bench needs a sweep"),
+    (["--alg", "qmix", "--env", "sc2", "--seeds", "1", "--mongo-url", "mongodb://alice:s3cr3t-pw@h:70000"],
+     "--mongo-url: malformed MongoDB URL mongodb://***@h:70000: port '70000' is not in 1..65535"),
+    (["--alg", "qmix", "--env", "sc2", "--seeds", "1", "--mongo-url", SECRET_URL],
+     "cannot reach MongoDB at mongodb://***@127.0.0.1:1/ (--mongo-url) within 3 s"),
+    (["--alg", "qmix", "--env", "sc2", "--seeds", "1", "--set", "t_maxx=1"], "did you mean 't_max'?"),
+    (["--alg", "qmix", "--env", "sc2", "--seeds", "1", "--workers", "0"], "--workers must be at least 1"),
+])
+def test_cli_bad_input_fails_before_anything_runs(cli_host, tmp_path, capsys, argv, needle):
+    code, out, err = run_cli(capsys, "bench", str(cli_host), *argv)
+    assert code == 2 and needle in err, err
+    assert err.startswith("pymarl-nonmono: error: ") and err.count("\n") == 1
+    assert "s3cr3t" not in out + err
+    assert not any((tmp_path / "probe").iterdir()) and not (cli_host / "results").exists()
+
+
+def test_cli_credentials_in_a_sweep_file_are_refused(cli_host, tmp_path, capsys):
+    path = tmp_path / "s.yaml"
+    path.write_text(f"algs: [qmix]\nenvs: [sc2]\nseeds: [1]\nmongo_url: {SECRET_URL}\n")
+    code, _, err = run_cli(capsys, "bench", str(cli_host), "--sweep", str(path))
+    assert code == 2 and "carries a user, password" in err and "s3cr3t" not in err
+
+
+def test_cli_missing_optional_packages_are_named(cli_host, capsys, monkeypatch):
+    import sys
+
+    base = ["bench", str(cli_host), "--alg", "qmix", "--env", "sc2", "--seeds", "1"]
+    monkeypatch.setitem(sys.modules, "tqdm", None)
+    code, _, err = run_cli(capsys, *base)
+    assert code == 2 and "pip install tqdm (or pass --no-progress)" in err
+    monkeypatch.setitem(sys.modules, "submitit", None)
+    code, _, err = run_cli(capsys, *base, "--no-progress", "--executor", "slurm")
+    assert code == 2 and "pip install submitit" in err

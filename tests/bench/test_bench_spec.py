@@ -1,0 +1,152 @@
+"""Sweep specification: file and command-line forms, and every error before anything runs."""
+
+import pytest
+
+from pymarl_nonmono.bench.spec import (
+    SweepError, build_sweep, check_against_host, format_value, parse_entry, parse_seeds,
+)
+
+SWEEP_YAML = """
+name: matrix-smoke
+algs:
+  - nonmono_qmix
+  - config: qmix
+    label: qmix_episode
+    set: {runner: episode, batch_size_run: 1}
+envs:
+  - one_step_matrix_game
+  - config: sc2
+    set:
+      env_args: {map_name: 3s5z_vs_3s6z}
+      t_max: 2050000
+seeds: "1-3"
+set: {t_max: 300, use_cuda: false}
+mongo_db: bench
+workers: 2
+"""
+
+
+def write(tmp_path, text, name="sweep.yaml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_file_form(tmp_path):
+    sweep = build_sweep(write(tmp_path, SWEEP_YAML))
+    assert sweep.name == "matrix-smoke" and sweep.named and sweep.workers == 2 and sweep.mongo_db == "bench"
+    assert [a.label for a in sweep.algs] == ["nonmono_qmix", "qmix_episode"]
+    assert [e.label for e in sweep.envs] == ["one_step_matrix_game", "3s5z_vs_3s6z"]
+    assert sweep.seeds == (1, 2, 3)
+    runs = sweep.runs()
+    assert len(runs) == 12 and [r.seed for r in runs[:4]] == [1, 1, 1, 1]  # seed-major
+    run = next(r for r in runs if r.alg.label == "qmix_episode" and r.env.label == "3s5z_vs_3s6z" and r.seed == 2)
+    assert run.key == "qmix_episode__3s5z_vs_3s6z__seed2"
+    assert run.command("bench") == [
+        "src/main.py", "--config=qmix", "--env-config=sc2", "with",
+        "use_cuda=False", "env_args.map_name=3s5z_vs_3s6z", "t_max=2050000", "runner=episode", "batch_size_run=1",
+        "seed=2", "sweep_id=matrix-smoke", "sweep_alg=qmix_episode", "sweep_env=3s5z_vs_3s6z", "mongo_db=bench",
+    ]
+    assert run.command(None, mongo_off=True)[-1] == "mongo_url=off"
+
+
+def test_command_line_replaces_lists_and_adds_settings(tmp_path):
+    sweep = build_sweep(write(tmp_path, SWEEP_YAML), algs=["vdn,qmix"], seeds="7", sets=["t_max=500", "lr=0.001"],
+                        workers=1)
+    assert [a.label for a in sweep.algs] == ["vdn", "qmix"] and sweep.seeds == (7,) and sweep.workers == 1
+    assert len(sweep.envs) == 2
+    assert dict(sweep.common) == {"t_max": "500", "use_cuda": "False", "lr": "0.001"}
+
+
+def test_command_line_only_entry_forms():
+    sweep = build_sweep(algs=["qmix:qmix_ep runner=episode batch_size_run=1", "vdn"],
+                        envs=["sc2 env_args.map_name=3m", "sc2 env_args.map_name=corridor", "one_step_matrix_game"],
+                        seeds="1,3-4")
+    assert [(a.config, a.label, a.overrides) for a in sweep.algs] == [
+        ("qmix", "qmix_ep", (("runner", "episode"), ("batch_size_run", "1"))), ("vdn", "vdn", ())]
+    assert [e.label for e in sweep.envs] == ["3m", "corridor", "one_step_matrix_game"]
+    assert sweep.seeds == (1, 3, 4)
+    assert sweep.name.startswith("sweep-") and not sweep.named
+    assert build_sweep(algs=["vdn", "qmix:qmix_ep runner=episode batch_size_run=1"], seeds="1,3-4",
+                       envs=["sc2 env_args.map_name=3m", "sc2 env_args.map_name=corridor", "one_step_matrix_game"]
+                       ).name != sweep.name
+
+
+def test_derived_name_is_stable():
+    a = build_sweep(algs=["qmix"], envs=["one_step_matrix_game"], seeds="1-2", sets=["t_max=3"])
+    b = build_sweep(algs=["qmix"], envs=["one_step_matrix_game"], seeds="1,2", sets=["t_max=3"])
+    assert a.name == b.name
+
+
+@pytest.mark.parametrize("kwargs,needle", [
+    (dict(algs=["qmix"], envs=["m"]), "empty sweep: no seeds"),
+    (dict(envs=["m"], seeds="1"), "empty sweep: no algorithms"),
+    (dict(), "empty sweep: no algorithms (--alg or 'algs:'), no environments (--env or 'envs:'), no seeds"),
+    (dict(algs=["qmix,qmix"], envs=["m"], seeds="1"), "appear twice"),
+    (dict(algs=["qmix"], envs=["sc2 env_args.map_name=3m", "sc2 env_args.map_name=3m"], seeds="1"), "appear twice"),
+    (dict(algs=["qmix"], envs=["m"], seeds="1", sets=["seed=4"]), "set by the sweep itself"),
+    (dict(algs=["qmix runner"], envs=["m"], seeds="1"), "is not KEY=VALUE"),
+    (dict(algs=["qmix"], envs=["m"], seeds="3-1"), "is empty"),
+    (dict(algs=["qmix"], envs=["m"], seeds="a"), "not an integer"),
+    (dict(algs=["q/mix"], envs=["m"], seeds="1"), "not a config name"),
+    (dict(algs=["qmix:bad/label"], envs=["m"], seeds="1"), "label"),
+    (dict(algs=["qmix"], envs=["m"], seeds="1", name="has space"), "sweep name"),
+])
+def test_bad_sweeps(kwargs, needle):
+    with pytest.raises(SweepError) as info:
+        build_sweep(**kwargs)
+    assert needle in str(info.value)
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("algs: [qmix]\nenvs: [m]\nseeds: [1]\nseed: 3\n", "unknown key(s) 'seed' (did you mean 'seeds'?)"),
+    ("algs: qmix\nenvs: [m]\nseeds: [1]\n", "'algs' must be a list"),
+    ("algs: [{label: x}]\nenvs: [m]\nseeds: [1]\n", "has no 'config'"),
+    ("algs: [{config: qmix, sett: {}}]\nenvs: [m]\nseeds: [1]\n", "unknown key(s) ['sett']"),
+    ("algs: [qmix]\nenvs: [m]\nseeds: [1]\nset: [1]\n", "'set' must be a mapping"),
+    ("algs: [qmix]\nenvs: [m]\nseeds: [1]\nworkers: 0\n", "workers must be a positive integer"),
+    ("algs: [qmix\n", "not valid YAML"),
+    ("- a\n", "expected a mapping"),
+])
+def test_bad_files(tmp_path, text, needle):
+    with pytest.raises(SweepError) as info:
+        build_sweep(write(tmp_path, text))
+    assert needle in str(info.value)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(SweepError, match="cannot read sweep file"):
+        build_sweep(tmp_path / "nope.yaml")
+
+
+def test_values_survive_sacreds_parser():
+    from sacred.arg_parser import _convert_value
+
+    for value in [True, False, None, 3, 0.0005, "3m", "1e3", "True", "[1]", [1, 2], {"a": 1}, "with space"]:
+        assert _convert_value(format_value(value)) == value
+
+
+def test_parse_helpers():
+    assert parse_seeds([1, "2-3", 3], "x") == (1, 2, 3)
+    assert parse_seeds(5, "x") == (5,)
+    with pytest.raises(SweepError):
+        parse_seeds(True, "x")
+    assert [e.config for e in parse_entry("a,b,c", "alg", "--alg")] == ["a", "b", "c"]
+    with pytest.raises(SweepError, match="cannot read"):
+        parse_entry("qmix 'x=1", "alg", "--alg")
+
+
+def test_names_and_keys_checked_against_the_host(fake_host):
+    sweep = build_sweep(algs=["qmix", "nonmono_qmix"], envs=["one_step_matrix_game"], seeds="1", sets=["t_max=5"])
+    check_against_host(sweep, fake_host)  # nonmono_qmix is ours, qmix the host's
+    with pytest.raises(SweepError) as info:
+        check_against_host(build_sweep(algs=["qmx", "nonmono_qmx"], envs=["one_step_matrix_gam"], seeds="1"), fake_host)
+    message = str(info.value)
+    assert "unknown algorithm config(s) 'qmx' (did you mean 'qmix'?), 'nonmono_qmx' (did you mean 'nonmono_qmix'?)" in message
+    assert "unknown environment config(s) 'one_step_matrix_gam'" in message
+    assert str(fake_host / "src" / "config" / "algs") in message
+    with pytest.raises(SweepError, match="'t_maxx' \\(--set/set\\), did you mean 't_max'"):
+        check_against_host(build_sweep(algs=["qmix"], envs=["sc2"], seeds="1", sets=["t_maxx=5"]), fake_host)
+    with pytest.raises(SweepError, match="'td_lamda' \\(qmix\\)"):
+        check_against_host(build_sweep(algs=["qmix td_lamda=0.5"], envs=["sc2"], seeds="1"), fake_host)
+    check_against_host(build_sweep(algs=["qmix td_lambda=0.5"], envs=["sc2 env_args.map_name=8m"], seeds="1"), fake_host)
