@@ -25,6 +25,7 @@ setup(
         "pymarl_nonmono.envs",
         "pymarl_nonmono.tracking",
         "pymarl_nonmono.bench",
+        "pymarl_nonmono.analysis",
         "pymarl_nonmono.hosts",
         "pymarl_nonmono.hosts.pymarl2",
         "pymarl_nonmono.config",

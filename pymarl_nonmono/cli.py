@@ -62,6 +62,10 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", nargs="?", metavar="PATH", help=path_help)
     _add_bench_parser(sub, path_help)
     _add_report_parser(sub, path_help)
+    from .analysis.dynamics_cli import add_arguments as add_dynamics_arguments
+
+    add_dynamics_arguments(sub.add_parser(
+        "dynamics", help="gradient-flow analysis of a single-state game: IGM outcomes, zero-loss spectra, plots"))
     return parser
 
 
@@ -318,7 +322,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                             format=f"{PROG}: %(levelname)s: %(message)s")
         if args.command is None:
-            raise UsageError(f"a command is required: install, uninstall, doctor, bench or report (see {PROG} --help)")
+            raise UsageError(
+                f"a command is required: install, uninstall, doctor, bench, report or dynamics (see {PROG} --help)")
+        if args.command == "dynamics":  # works on a game, not on a checkout: no PATH
+            from .analysis.dynamics_cli import run as run_dynamics
+
+            return run_dynamics(args)
         path = args.path or _default_path()
         if args.command == "install":
             return _install(path)
