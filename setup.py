@@ -53,6 +53,9 @@ setup(
         # nx-27017 is a MongoDB wire-protocol server the tracking tests start on loopback.
         "test": ["pytest>=7", "nx-27017", "submitit", "tqdm", "matplotlib"],
         "bench": ["pymongo", "submitit", "tqdm", "matplotlib"],
+        # What PyMARL2 itself imports on every run (stag_hunt needs pygame, the action
+        # selectors matplotlib); StarCraft's smac and gfootball are installed separately.
+        "pymarl2": ["pygame", "matplotlib"],
     },
     entry_points={
         "console_scripts": ["pymarl-nonmono = pymarl_nonmono.cli:main"],
