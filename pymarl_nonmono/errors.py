@@ -49,6 +49,19 @@ def check_range(
     return value
 
 
+def check_int(option: str, value: object, low: int) -> int:
+    """An integer (``bool`` is not one) that is at least ``low``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ConfigError(f"{option}={value!r} must be an integer >= {low}")
+    return value
+
+
+def check_bool(option: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{option}={value!r} must be true or false")
+    return value
+
+
 def check_shape(name: str, tensor: torch.Tensor, expected: Sequence[int | None]) -> None:
     """Check ``tensor.shape`` against ``expected``; ``None`` entries match any size."""
     shape = tuple(tensor.shape)

@@ -20,15 +20,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import ConfigError, check_range, check_shape
+from ..errors import check_bool, check_int, check_range, check_shape
 
 __all__ = ["RunningMeanStd", "RND", "combine_rewards"]
-
-
-def _check_positive_int(option: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{option}={value!r} must be an integer >= 1")
-    return value
 
 
 class RunningMeanStd(nn.Module):
@@ -117,13 +111,11 @@ class RND(nn.Module):
         # positive at every step pays the agents for keeping episodes alive, and in GRF a
         # goal ends the episode (seen: beta*r_int ~ +0.1 a step, ~10 a 100-step episode,
         # against at most ~2 of extrinsic reward). Centred, only above-average novelty pays.
-        if not isinstance(center, bool):
-            raise ConfigError(f"center={center!r} must be true or false")
-        self.center = center
-        self.input_dim = _check_positive_int("input_dim", input_dim)
-        self.hidden_dim = _check_positive_int("hidden_dim", hidden_dim)
-        self.output_dim = _check_positive_int("output_dim", output_dim)
-        self.n_layers = _check_positive_int("n_layers", n_layers)
+        self.center = check_bool("center", center)
+        self.input_dim = check_int("input_dim", input_dim, 1)
+        self.hidden_dim = check_int("hidden_dim", hidden_dim, 1)
+        self.output_dim = check_int("output_dim", output_dim, 1)
+        self.n_layers = check_int("n_layers", n_layers, 1)
         self.lr = float(check_range("lr", lr, low=0.0, low_open=True))
 
         self.target = _mlp(input_dim, hidden_dim, output_dim, n_layers)

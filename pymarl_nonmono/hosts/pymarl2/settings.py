@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
-from ...errors import ConfigError, check_choice, check_range
+from ...errors import ConfigError, check_bool, check_choice, check_int, check_range
 from ...numerics.mixers import MIXERS
 from ...numerics.schedules import SCHEDULES
 from ...numerics.selection import SELECTORS
@@ -46,17 +46,6 @@ def read_settings(cls, config: Mapping[str, Any] | Any, owner: str):
     return obj
 
 
-def _check_bool(option: str, value: Any) -> None:
-    if not isinstance(value, bool):
-        raise ConfigError(f"{option}={value!r} must be true or false")
-
-
-def _check_int(option: str, value: Any, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{option}={value!r} must be an integer >= {low}")
-    check_range(option, value, low=low)
-
-
 @dataclass(frozen=True)
 class ExplorationSettings:
     """Behaviour policy of :class:`NonMonoMAC` (``action_selector`` picks which keys apply)."""
@@ -75,10 +64,10 @@ class ExplorationSettings:
         check_choice("selector_schedule", self.selector_schedule, SCHEDULES.names())
         check_range("epsilon_start", self.epsilon_start, 0.0, 1.0)
         check_range("epsilon_finish", self.epsilon_finish, 0.0, 1.0)
-        _check_int("epsilon_anneal_time", self.epsilon_anneal_time, 0)
+        check_int("epsilon_anneal_time", self.epsilon_anneal_time, 0)
         check_range("temperature_start", self.temperature_start, low=0.0, low_open=True)
         check_range("temperature_finish", self.temperature_finish, low=0.0, low_open=True)
-        _check_int("temperature_anneal_time", self.temperature_anneal_time, 0)
+        check_int("temperature_anneal_time", self.temperature_anneal_time, 0)
 
     def schedule_args(self) -> dict:
         if self.action_selector == "softmax":
@@ -96,8 +85,8 @@ class ControllerSettings:
     td_bootstrap: str
 
     def validate(self) -> None:
-        _check_bool("obs_last_action", self.obs_last_action)
-        _check_bool("obs_agent_id", self.obs_agent_id)
+        check_bool("obs_last_action", self.obs_last_action)
+        check_bool("obs_agent_id", self.obs_agent_id)
         check_choice("td_bootstrap", self.td_bootstrap, BOOTSTRAPS.names())
 
 
@@ -115,16 +104,16 @@ class RNDSettings:
     rnd_center: bool
 
     def validate(self) -> None:
-        _check_bool("use_rnd", self.use_rnd)
-        _check_bool("rnd_center", self.rnd_center)
+        check_bool("use_rnd", self.use_rnd)
+        check_bool("rnd_center", self.rnd_center)
         check_choice("rnd_input", self.rnd_input, RND_INPUTS)
-        _check_int("rnd_hidden_dim", self.rnd_hidden_dim, 1)
-        _check_int("rnd_output_dim", self.rnd_output_dim, 1)
-        _check_int("rnd_layers", self.rnd_layers, 1)
+        check_int("rnd_hidden_dim", self.rnd_hidden_dim, 1)
+        check_int("rnd_output_dim", self.rnd_output_dim, 1)
+        check_int("rnd_layers", self.rnd_layers, 1)
         check_range("rnd_lr", self.rnd_lr, low=0.0, low_open=True)
         check_range("rnd_beta_start", self.rnd_beta_start, low=0.0)
         check_range("rnd_beta_finish", self.rnd_beta_finish, low=0.0)
-        _check_int("rnd_beta_anneal_time", self.rnd_beta_anneal_time, 0)
+        check_int("rnd_beta_anneal_time", self.rnd_beta_anneal_time, 0)
 
 
 @dataclass(frozen=True)
@@ -149,20 +138,20 @@ class LearnerSettings:
 
     def validate(self) -> None:
         check_choice("mixer", self.mixer, MIXERS.names())
-        _check_int("mixing_embed_dim", self.mixing_embed_dim, 1)
-        _check_int("hypernet_embed", self.hypernet_embed, 1)
+        check_int("mixing_embed_dim", self.mixing_embed_dim, 1)
+        check_int("hypernet_embed", self.hypernet_embed, 1)
         if isinstance(self.hypernet_layers, bool) or self.hypernet_layers not in (1, 2):
             raise ConfigError(f"hypernet_layers={self.hypernet_layers!r} is not one of [1, 2]")
         check_choice("td_bootstrap", self.td_bootstrap, BOOTSTRAPS.names())
         check_range("td_lambda", self.td_lambda, 0.0, 1.0)
         check_range("gamma", self.gamma, 0.0, 1.0, low_open=True)
-        _check_bool("double_q", self.double_q)
+        check_bool("double_q", self.double_q)
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
         check_range("lr", self.lr, low=0.0, low_open=True)
         check_range("grad_norm_clip", self.grad_norm_clip, low=0.0, low_open=True)
-        _check_int("target_update_interval", self.target_update_interval, 1)
-        _check_bool("use_per", self.use_per)
-        _check_bool("return_priority", self.return_priority)
+        check_int("target_update_interval", self.target_update_interval, 1)
+        check_bool("use_per", self.use_per)
+        check_bool("return_priority", self.return_priority)
 
 
 SETTINGS_CLASSES = (ExplorationSettings, ControllerSettings, RNDSettings, LearnerSettings)
