@@ -165,9 +165,14 @@ def smac_check() -> Check:
     return Check("smac", OK, f"StarCraft's SMAC at {where}")
 
 
+def sc2_root() -> Path:
+    """Where StarCraft II is looked for: $SC2PATH, else ~/StarCraftII (SMAC's default)."""
+    return Path(os.path.expanduser(os.environ.get("SC2PATH") or "~/StarCraftII"))
+
+
 def sc2_check() -> Check:
     raw = os.environ.get("SC2PATH")
-    root = Path(os.path.expanduser(raw or "~/StarCraftII"))
+    root = sc2_root()
     source = f"SC2PATH={raw}" if raw else "SC2PATH unset, default ~/StarCraftII"
     versions = root / "Versions"
     bases = sorted(p.name for p in versions.iterdir() if p.is_dir() and p.name.startswith("Base")) if versions.is_dir() else []

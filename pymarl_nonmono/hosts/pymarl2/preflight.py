@@ -7,14 +7,13 @@ or the missing piece, where we looked, and how to fix it.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Iterable, Mapping
 
 import yaml
 
 from ...errors import ConfigError, check_known_keys
-from .doctor import MISSING, sc2_check, smac_check
+from .doctor import MISSING, sc2_check, sc2_root, smac_check
 from .settings import SETTINGS_CLASSES, our_keys, read_settings
 
 OUR_LEARNER = "nonmono_learner"
@@ -41,8 +40,7 @@ def yaml_keys(folders: Iterable[Path]) -> set[str]:
         for path in sorted(Path(folder).rglob("*.yaml")):
             with open(path, encoding="utf-8") as f:
                 data = yaml.safe_load(f) or {}
-            if isinstance(data, Mapping) and OUR_LEARNER not in (data.get("learner"), data.get("mac")) \
-                    and OUR_MAC not in (data.get("learner"), data.get("mac")):
+            if isinstance(data, Mapping) and not {OUR_LEARNER, OUR_MAC} & {data.get("learner"), data.get("mac")}:
                 keys.update(data)
     return keys
 
@@ -65,7 +63,7 @@ def starcraft_problems(map_name: str | None = None) -> list[str]:
     """What is missing for StarCraft II runs, each with its fix (``doctor``'s checks)."""
     problems = [f"{c.detail}. Fix: {c.fix}" for c in (smac_check(), sc2_check()) if c.status == MISSING]
     if not problems and map_name:
-        maps = Path(os.path.expanduser(os.environ.get("SC2PATH", "~/StarCraftII"))) / "Maps"
+        maps = sc2_root() / "Maps"
         if not any(maps.rglob(f"{map_name}.SC2Map")):
             problems.append(f"map {map_name!r} not found under {maps}. Fix: copy SMAC's maps (SMAC_Maps) there")
     return problems
