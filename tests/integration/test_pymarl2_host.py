@@ -155,6 +155,18 @@ def test_matrix_game_run_records_igm_diagnostics(host):
     assert expected <= set(info), sorted(info)
 
 
+@pytest.mark.parametrize("alg,name", [("qmix", "qmix_env=8_adam_td_lambda"), ("qplex", "qplex_env=8_adam_td_lambda")])
+def test_stock_learner_on_matrix_game_records_payoff_diagnostics(host, alg, name):
+    # Monotonic QMIX and QPLEX are IGM by construction: a diagnostic that says otherwise is wrong.
+    root, _ = host
+    proc = run_main(root, f"--config={alg}", "--env-config=matrix_game", "with", *SHORT,
+                    "runner=episode", "batch_size_run=1")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    info = json.loads((latest_run(root, "matrix_game", name) / "info.json").read_text())
+    assert {"payoff_max_abs_error", "greedy_optimal", "q_tot_0_0", "q_tot_2_2"} <= set(info), sorted(info)
+    assert info["igm_consistent"] and set(info["igm_consistent"]) == {1.0}
+
+
 def test_per_run_saves_models_and_a_new_run_resumes_from_them(host):
     root, _ = host
     proc = run_main(root, "--config=nonmono_qmix_rnd", "--env-config=one_step_matrix_game", "with", *SHORT,

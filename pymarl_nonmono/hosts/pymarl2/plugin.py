@@ -61,9 +61,13 @@ def activate() -> list[str]:
     from ...envs.football import make_football_env
     from ...envs.matrix import make_matrix_game
     from .controller import NonMonoMAC
+    from .diagnostics import with_stock_diagnostics
     from .learner import NonMonoLearner
     from .selectors import HostSelector
 
+    for name, cls in list(learners.REGISTRY.items()):
+        if name != LEARNER:
+            learners.REGISTRY[name] = with_stock_diagnostics(cls)
     learners.REGISTRY[LEARNER] = NonMonoLearner
     controllers.REGISTRY[MAC] = NonMonoMAC
     action_selectors.REGISTRY.setdefault(SELECTOR, HostSelector)
