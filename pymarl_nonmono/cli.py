@@ -124,6 +124,9 @@ def _add_report_parser(sub, path_help: str) -> None:
     p.add_argument("--mongo-db", metavar="DB", help="MongoDB database (default: $PYMARL_NONMONO_MONGO_DB, else sacred)")
     p.add_argument("--out", metavar="DIR", help="output folder (default: ./report-ID, ID the sweep or 'all')")
     p.add_argument("--points", type=int, default=100, metavar="N", help="points of the common step grid (default: 100)")
+    p.add_argument("--recovery", action="store_true",
+                   help="matrix games: also a table of optimum recovered k/N, episodes to recover, IGM consistency "
+                        "and payoff error per algorithm (recovery.md; metric default: test_optimal_mean)")
 
 
 def _install(path: str) -> int:
@@ -259,11 +262,14 @@ def _progress_bar_factory():
 def _report(args, path: str) -> int:
     from pathlib import Path
 
+    from .bench import recovery
     from .bench.report import MongoSource, build_report, choose_metric, load_file_storage, plot
     from .tracking.urls import MongoURLError, describe_error, resolve
 
     if args.points < 2:
         raise UsageError(f"--points must be at least 2, got {args.points}")
+    if args.recovery and not args.metric:
+        args.metric = recovery.OPTIMAL
     use_mongo = args.mongo or bool(args.mongo_url)
     if use_mongo and args.results:
         raise UsageError("give either --results (FileStorage) or --mongo/--mongo-url, not both")
@@ -282,7 +288,8 @@ def _report(args, path: str) -> int:
             except Exception as exc:
                 raise UsageError(f"cannot read MongoDB at {target.shown}: {describe_error(exc, target.url)}") from None
             metric = choose_metric(records, args.metric)
-            source.load_metric(metric)
+            for name in {metric, *(recovery.METRICS if args.recovery else ())}:
+                source.load_metric(name)
         finally:
             source.close()
         where = f"MongoDB {target.shown}, database {target.db}"
@@ -304,6 +311,14 @@ def _report(args, path: str) -> int:
     for png in pngs:
         _out(f"wrote {png}")
     _out(f"wrote {md}")
+    if args.recovery:
+        tables = recovery.recovery_rows(records)
+        rec_md = out_dir / "recovery.md"
+        rec_md.write_text(recovery.markdown(tables, where, args.sweep), encoding="utf-8")
+        for env, rows in tables.items():
+            _out(f"## {env}  (optimum recovery)")
+            _out(recovery.markdown_table(rows))
+        _out(f"wrote {rec_md}")
     return 0
 
 

@@ -1,0 +1,111 @@
+"""Did each run end on the game's optimum? A table for matrix-game seed studies.
+
+Per environment and algorithm, over the finished runs of a sweep:
+
+* **recovered k/N**: runs whose last greedy test reached the optimum in every test episode
+  (``test_optimal_mean`` == 1, logged by the ``matrix_game`` env for every algorithm, stock
+  ones included);
+* **episodes to recover**: for those runs, the first test step from which every later test
+  was optimal (the step axis is environment steps; on a one-step game, episodes), as median
+  and range — a run that touched the optimum and left it again counts from its last arrival;
+* **IGM-consistent k/N** and **max |Q_tot − payoff|** at the end: from the learner's IGM
+  diagnostics (``igm_consistent``, ``payoff_max_abs_error``), where the runs record them.
+
+The same inclusion rules as the learning-curve report apply: only COMPLETED runs that record
+``test_optimal_mean``; failed, unfinished and superseded runs are counted apart, never in N.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import numpy as np
+
+from .report import RunRecord, _count_notes, _fmt, classify, mean_ci
+
+OPTIMAL = "test_optimal_mean"
+PAYOFF_ERROR = "payoff_max_abs_error"
+IGM_CONSISTENT = "igm_consistent"
+METRICS = (OPTIMAL, PAYOFF_ERROR, IGM_CONSISTENT)
+_ONE = 1.0 - 1e-9
+
+
+def _final(record: RunRecord, name: str) -> Optional[float]:
+    pair = record.series.get(name)
+    if pair is None or not len(pair[0]):
+        return None
+    steps, values = pair
+    return float(values[int(np.argmax(steps))])
+
+
+def recovery_step(steps: np.ndarray, values: np.ndarray) -> Optional[float]:
+    """First step from which every logged value is optimal (== 1); None if the last is not."""
+    order = np.argsort(steps, kind="stable")
+    steps, values = np.asarray(steps, dtype=float)[order], np.asarray(values, dtype=float)[order]
+    if not len(values) or values[-1] < _ONE:
+        return None
+    bad = np.flatnonzero(values < _ONE)
+    return float(steps[bad[-1] + 1]) if len(bad) else float(steps[0])
+
+
+@dataclass
+class RecoveryRow:
+    alg: str
+    n: int
+    recovered: int
+    steps_to_recover: list[float]
+    igm: tuple[int, int]                       # (consistent, runs recording it)
+    payoff_error: tuple[float, float, int]     # mean, 95% CI half-width, runs recording it
+    excluded: list[RunRecord]
+
+    def cells(self) -> list[str]:
+        if self.steps_to_recover:
+            s = np.asarray(self.steps_to_recover)
+            when = f"{np.median(s):,.0f} [{s.min():,.0f}–{s.max():,.0f}]"
+        else:
+            when = "–"
+        igm = f"{self.igm[0]}/{self.igm[1]}" if self.igm[1] else "–"
+        return [self.alg, f"{self.recovered}/{self.n}", when, igm, _fmt(self.payoff_error), _count_notes(self.excluded)]
+
+
+HEADER = ("algorithm", "optimum recovered", "episodes to recover: median [range]", "IGM-consistent",
+          "max \\|Q_tot − payoff\\|", "not included")
+
+
+def recovery_rows(records: Sequence[RunRecord]) -> dict[str, list[RecoveryRow]]:
+    """Rows per environment, algorithms sorted by name."""
+    included, excluded = classify(records, OPTIMAL)
+    out: dict[str, list[RecoveryRow]] = {}
+    for env in sorted({r.env for r in records}):
+        rows = []
+        for alg in sorted({r.alg for r in records if r.env == env}):
+            runs = [r for r in included if r.env == env and r.alg == alg]
+            gone = [r for r in excluded if r.env == env and r.alg == alg]
+            when = [s for r in runs if (s := recovery_step(*r.series[OPTIMAL])) is not None]
+            igm = [v for r in runs if (v := _final(r, IGM_CONSISTENT)) is not None]
+            err = [v for r in runs if (v := _final(r, PAYOFF_ERROR)) is not None]
+            rows.append(RecoveryRow(alg, len(runs), len(when), when, (sum(v >= _ONE for v in igm), len(igm)),
+                                    mean_ci(err) if err else (math.nan, math.nan, 0), gone))
+        out[env] = rows
+    return out
+
+
+def markdown_table(rows: Sequence[RecoveryRow]) -> str:
+    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    lines += ["| " + " | ".join(row.cells()) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def markdown(tables: dict[str, list[RecoveryRow]], source: str, sweep: Optional[str]) -> str:
+    out = ["# Optimum recovery" + (f" — sweep `{sweep}`" if sweep else ""), "",
+           f"Source: {source}. A run recovers the optimum when its last greedy test reached it "
+           f"(`{OPTIMAL}` = 1); episodes to recover count from its last arrival there. IGM-consistent and "
+           f"max |Q_tot − payoff| (mean ± 95% CI) are the learner's last diagnostics, where recorded.", ""]
+    for env, rows in tables.items():
+        out += [f"## {env}", "", markdown_table(rows)]
+        gone = [r for row in rows for r in row.excluded]
+        if gone:
+            out += ["Not included:", ""] + [f"- {r.label()}: {r.note} ({r.ref})" for r in gone] + [""]
+    return "\n".join(out)

@@ -1,0 +1,91 @@
+"""The optimum-recovery table on hand-made run records."""
+
+import math
+
+import numpy as np
+import pytest
+
+from pymarl_nonmono.bench import recovery
+from pymarl_nonmono.bench.report import RunRecord
+
+
+def record(alg, seed, optimal, igm=None, error=None, status="COMPLETED", env="qtran", start="2026-01-01"):
+    r = RunRecord(f"run-{alg}-{seed}", alg, env, seed, status, start)
+    steps = np.arange(len(optimal)) * 100.0
+    r.series[recovery.OPTIMAL] = (steps, np.asarray(optimal, dtype=float))
+    if igm is not None:
+        r.series[recovery.IGM_CONSISTENT] = (steps[-1:], np.asarray([igm], dtype=float))
+    if error is not None:
+        r.series[recovery.PAYOFF_ERROR] = (steps[-1:], np.asarray([error], dtype=float))
+    r.metric_names = set(r.series)
+    return r
+
+
+@pytest.mark.parametrize("values, expected", [
+    ([0, 0, 1, 1], 200.0),
+    ([1, 1, 1], 0.0),
+    ([0, 1, 0, 1, 1], 300.0),   # left the optimum and came back: counts from the last arrival
+    ([1, 1, 0], None),          # ended elsewhere
+    ([0, 0.5, 1], 200.0),       # 0.5: one of two greedy test episodes optimal is not recovered
+    ([], None),
+])
+def test_recovery_step(values, expected):
+    steps = np.arange(len(values)) * 100.0
+    assert recovery.recovery_step(steps, np.asarray(values, dtype=float)) == expected
+
+
+def test_recovery_step_sorts_by_step():
+    assert recovery.recovery_step(np.array([200.0, 0.0, 100.0]), np.array([1.0, 0.0, 1.0])) == 100.0
+
+
+def test_rows_count_recovered_runs_and_summarise_diagnostics():
+    records = [
+        record("nm", 1, [0, 1, 1], igm=1, error=0.1),
+        record("nm", 2, [0, 0, 1], igm=1, error=0.3),
+        record("nm", 3, [0, 0, 0], igm=0, error=12.0),
+        record("nm", 4, [0, 1], status="FAILED"),
+        record("qmix", 1, [0, 0, 0]),
+        record("qmix", 2, [1, 1, 1]),
+        record("nm", 1, [0, 0, 0], env="climbing"),
+    ]
+    tables = recovery.recovery_rows(records)
+    assert list(tables) == ["climbing", "qtran"]
+    nm, qmix = tables["qtran"]
+    assert (nm.alg, nm.n, nm.recovered, nm.steps_to_recover) == ("nm", 3, 2, [100.0, 200.0])
+    assert nm.igm == (2, 3)
+    mean, half, n = nm.payoff_error
+    assert n == 3 and mean == pytest.approx(12.4 / 3) and half > 0
+    assert [r.seed for r in nm.excluded] == [4]
+    assert (qmix.n, qmix.recovered, qmix.igm) == (2, 1, (0, 0))
+    assert math.isnan(qmix.payoff_error[0])
+    cells = nm.cells()
+    assert cells[1] == "2/3" and cells[2] == "150 [100–200]" and cells[3] == "2/3" and cells[5] == "1 failed"
+    assert qmix.cells()[3] == "–" and qmix.cells()[4] == "–"
+    md = recovery.markdown(tables, "FileStorage x", "s")
+    assert "## qtran" in md and "| nm | 2/3 |" in md and "nm seed 4: failed" in md
+
+
+def test_cli_report_recovery_from_file_storage(tmp_path, capsys):
+    import json
+
+    pytest.importorskip("matplotlib", reason="plots need matplotlib (pip install matplotlib)")
+    from pymarl_nonmono import cli
+
+    root = tmp_path / "host" / "results" / "sacred"
+    for i, (alg, seed, optimal) in enumerate([("nm", 1, [0, 1]), ("nm", 2, [0, 0]), ("qmix", 1, [0, 0])], 1):
+        folder = root / "matrix_game" / alg / str(i)
+        folder.mkdir(parents=True)
+        (folder / "config.json").write_text(json.dumps({"sweep_id": "s", "sweep_alg": alg, "sweep_env": "qtran",
+                                                        "seed": seed}))
+        (folder / "run.json").write_text(json.dumps({"status": "COMPLETED", "start_time": f"2026-01-0{i}"}))
+        metrics = {recovery.OPTIMAL: {"steps": [0, 100], "values": optimal}}
+        if alg == "nm":
+            metrics[recovery.PAYOFF_ERROR] = {"steps": [100], "values": [0.5 * seed]}
+        (folder / "metrics.json").write_text(json.dumps(metrics))
+    code = cli.main(["report", str(tmp_path / "host"), "--sweep", "s", "--recovery", "--out", str(tmp_path / "r")])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "| nm | 1/2 | 100 [100–100] | – | 0.750 ± 3.176 |  |" in out
+    assert "| qmix | 0/1 | – | – | – |  |" in out
+    assert "Optimum recovery" in (tmp_path / "r" / "recovery.md").read_text()
+    assert (tmp_path / "r" / f"{recovery.OPTIMAL}_qtran.png").is_file()
