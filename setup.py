@@ -36,7 +36,7 @@ setup(
         "pymarl_nonmono.patches": "patches",
     },
     package_data={
-        "pymarl_nonmono.config": ["*.yaml", "algs/*.yaml", "envs/*.yaml"],
+        "pymarl_nonmono.config": ["*.yaml", "algs/*.yaml", "envs/*.yaml", "studies/*.yaml"],
         "pymarl_nonmono.patches": ["pymarl2/*.patch"],
     },
     include_package_data=False,

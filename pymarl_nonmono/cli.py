@@ -77,7 +77,8 @@ def _add_bench_parser(sub, path_help: str) -> None:
                     "The sweep comes from --sweep FILE and/or the options below (a list given here replaces the "
                     "file's; --set adds to it). See docs/benchmarking.md.")
     p.add_argument("path", nargs="?", metavar="PATH", help=path_help)
-    p.add_argument("--sweep", metavar="FILE", help="sweep file (YAML: name, algs, envs, seeds, set, mongo_db, workers)")
+    p.add_argument("--sweep", metavar="FILE", help="sweep file (YAML: name, algs, envs, seeds, set, mongo_db, workers), or the name of a "
+                        "shipped study (config/studies: e.g. matrix_qtran)")
     p.add_argument("--alg", action="append", default=[], metavar="SPEC",
                    help="algorithm config(s): NAME[,NAME...] or 'NAME[:LABEL] KEY=VALUE ...' (repeatable)")
     p.add_argument("--env", action="append", default=[], metavar="SPEC",

@@ -37,3 +37,16 @@ def test_entry_points_name_real_objects():
         assert target in tree
         module, attr = target.split(":")
         assert callable(getattr(importlib.import_module(module), attr))
+
+
+def test_every_shipped_yaml_is_package_data():
+    # A YAML that no package_data pattern covers is missing from a non-editable install.
+    import fnmatch
+
+    tree = ast.parse((ROOT / "setup.py").read_text())
+    patterns = next(ast.literal_eval(node.value) for node in ast.walk(tree)
+                    if isinstance(node, ast.keyword) and node.arg == "package_data")["pymarl_nonmono.config"]
+    shipped = [p.relative_to(ROOT / "config").as_posix() for p in (ROOT / "config").rglob("*.yaml")]
+    assert shipped
+    missing = [p for p in shipped if not any(fnmatch.fnmatch(p, pat) and p.count("/") == pat.count("/") for pat in patterns)]
+    assert not missing, missing

@@ -39,7 +39,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 import yaml
 
 __all__ = ["Entry", "RunSpec", "Sweep", "SweepError", "config_folders", "format_value", "parse_entry",
-           "parse_seeds", "load_sweep_file", "build_sweep"]
+           "parse_seeds", "load_sweep_file", "build_sweep", "shipped_sweeps", "resolve_sweep_path"]
 
 # Keys the sweep sets itself on every run; an override of them would break finding runs again.
 TAG_KEYS = ("seed", "sweep_id", "sweep_alg", "sweep_env", "mongo_url", "mongo_db")
@@ -257,8 +257,26 @@ def derived_name(algs: Sequence[Entry], envs: Sequence[Entry], seeds: Sequence[i
     return "sweep-" + hashlib.sha256(payload.encode()).hexdigest()[:8]
 
 
-def load_sweep_file(path: str | Path) -> dict:
+def shipped_sweeps() -> dict[str, Path]:
+    """Sweep files that come with the package (``config/studies/*.yaml``), by name."""
+    folder = Path(str(resources.files("pymarl_nonmono.config"))) / "studies"
+    return {p.stem: p for p in sorted(folder.glob("*.yaml"))} if folder.is_dir() else {}
+
+
+def resolve_sweep_path(path: str | Path) -> Path:
+    """A sweep file's path; a bare name that is no file names a shipped study."""
     path = Path(path)
+    if path.exists() or len(path.parts) != 1 or path.suffix:
+        return path
+    shipped = shipped_sweeps()
+    if path.name in shipped:
+        return shipped[path.name]
+    raise SweepError(f"no sweep file {str(path)!r} and no shipped study of that name; shipped studies: "
+                     f"{', '.join(shipped) or 'none'}")
+
+
+def load_sweep_file(path: str | Path) -> dict:
+    path = resolve_sweep_path(path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
@@ -359,12 +377,7 @@ def check_against_host(sweep: Sweep, host_root: Path) -> None:
     roots = [host_root / "src" / "config", Path(str(resources.files("pymarl_nonmono.config")))]
     for root in roots:
         for path in root.rglob("*.yaml"):
-            try:
-                data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-            except (OSError, yaml.YAMLError):
-                continue
-            if isinstance(data, Mapping):
-                keys.update(map(str, data))
+            keys |= _yaml_keys(path)
     used = [(k, where) for where, pairs in [("--set/set", sweep.common)] +
             [(e.label, e.overrides) for e in sweep.algs + sweep.envs] for k, _ in pairs]
     unknown = sorted({(k, w) for k, w in used if k.split(".")[0] not in keys})
@@ -375,3 +388,30 @@ def check_against_host(sweep: Sweep, host_root: Path) -> None:
             hint = difflib.get_close_matches(top, sorted(keys), 1)
             parts.append(f"{key!r} ({where})" + (f", did you mean {hint[0]!r}?" if hint else ""))
         raise SweepError(f"no config has the key(s) {'; '.join(parts)}")
+    # Sacred accepts only keys of the merged config of each run (defaults, env YAML, alg YAML):
+    # a key only some other algorithm has (temperature_anneal_time on qmix) fails that run.
+    defaults = {"seed"} | set(TAG_KEYS) | _yaml_keys(roots[0] / "default.yaml") | _yaml_keys(roots[1] / "default.yaml")
+    refused = []
+    for alg in sweep.algs:
+        for env in sweep.envs:
+            accepted = defaults | _yaml_keys(_find(folders["algs"], alg.config)) | _yaml_keys(_find(folders["envs"], env.config))
+            bad = sorted({k for k, _ in (*sweep.common, *alg.overrides, *env.overrides) if k.split(".")[0] not in accepted})
+            if bad:
+                refused.append(f"{', '.join(map(repr, bad))} for {alg.label} on {env.label}")
+    if refused:
+        raise SweepError(f"Sacred would refuse key(s) that the run's configs ({{alg}}.yaml, {{env}}.yaml, default.yaml) do "
+                         f"not have: {'; '.join(refused)}; set such keys on the algorithms that have them")
+
+
+def _yaml_keys(path: Optional[Path]) -> set[str]:
+    if path is None:
+        return set()
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        return set()
+    return set(map(str, data)) if isinstance(data, Mapping) else set()
+
+
+def _find(folders: Sequence[Path], name: str) -> Optional[Path]:
+    return next((f / f"{name}.yaml" for f in folders if (f / f"{name}.yaml").is_file()), None)

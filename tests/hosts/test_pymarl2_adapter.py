@@ -50,8 +50,8 @@ def build(alg, seed=0, **overrides):
     return NonMonoLearner(mac, scheme(), logger, args), logger
 
 
-def test_shipped_algs_are_the_three_of_the_paper():
-    assert ALGS == ["nonmono_qmix", "nonmono_qmix_rnd", "nonmono_qmix_sarsa"]
+def test_shipped_algs_are_the_three_of_the_paper_and_the_matrix_study_setting():
+    assert ALGS == ["nonmono_qmix", "nonmono_qmix_matrix", "nonmono_qmix_rnd", "nonmono_qmix_sarsa"]
 
 
 @pytest.mark.parametrize("alg", ALGS)
