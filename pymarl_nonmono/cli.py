@@ -323,6 +323,27 @@ def _report(args, path: str) -> int:
     return 0
 
 
+def _dynamics(args) -> int:
+    from .analysis.dynamics_cli import run
+
+    return run(args)  # works on a game, not on a checkout: no PATH
+
+
+def _path(args) -> str:
+    return args.path or _default_path()
+
+
+# Subcommand name -> handler of the parsed arguments; the parser defines the same names.
+COMMANDS = {
+    "install": lambda args: _install(_path(args)),
+    "uninstall": lambda args: _uninstall(_path(args), args.force),
+    "doctor": lambda args: _doctor(_path(args)),
+    "bench": lambda args: _bench(args, _path(args)),
+    "report": lambda args: _report(args, _path(args)),
+    "dynamics": _dynamics,
+}
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     from .bench import MissingDependency
     from .bench.report import ReportError
@@ -338,22 +359,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                             format=f"{PROG}: %(levelname)s: %(message)s")
         if args.command is None:
-            raise UsageError(
-                f"a command is required: install, uninstall, doctor, bench, report or dynamics (see {PROG} --help)")
-        if args.command == "dynamics":  # works on a game, not on a checkout: no PATH
-            from .analysis.dynamics_cli import run as run_dynamics
-
-            return run_dynamics(args)
-        path = args.path or _default_path()
-        if args.command == "install":
-            return _install(path)
-        if args.command == "uninstall":
-            return _uninstall(path, args.force)
-        if args.command == "bench":
-            return _bench(args, path)
-        if args.command == "report":
-            return _report(args, path)
-        return _doctor(path)
+            raise UsageError(f"a command is required: {', '.join(COMMANDS)} (see {PROG} --help)")
+        return COMMANDS[args.command](args)
     except KeyboardInterrupt:
         sys.stderr.write(f"{PROG}: interrupted\n")
         return 130

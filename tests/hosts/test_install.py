@@ -400,3 +400,11 @@ def test_real_read_only_tree(real_host, capsys):
     finally:
         for dirpath, dirnames, filenames in os.walk(real_host):
             Path(dirpath).chmod(0o755)
+
+
+def test_every_subcommand_has_a_handler_and_every_handler_a_subcommand():
+    import argparse
+
+    parser = cli._build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(sub.choices) == set(cli.COMMANDS)
