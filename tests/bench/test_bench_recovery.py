@@ -65,6 +65,25 @@ def test_rows_count_recovered_runs_and_summarise_diagnostics():
     assert "## qtran" in md and "| nm | 2/3 |" in md and "nm seed 4: failed" in md
 
 
+RUNS = [("nm", 1, [0, 1]), ("nm", 2, [0, 0]), ("qmix", 1, [0, 0])]
+
+
+def run_metrics(alg, seed, optimal):
+    metrics = {recovery.OPTIMAL: {"steps": [0, 100], "values": optimal}}
+    if alg == "nm":
+        metrics[recovery.PAYOFF_ERROR] = {"steps": [100], "values": [0.5 * seed]}
+    return metrics
+
+
+def run_config(alg, seed):
+    return {"sweep_id": "s", "sweep_alg": alg, "sweep_env": "qtran", "seed": seed}
+
+
+def check_cli_table(out):
+    assert "| nm | 1/2 | 100 [100–100] | – | 0.750 ± 3.176 |  |" in out
+    assert "| qmix | 0/1 | – | – | – |  |" in out
+
+
 def test_cli_report_recovery_from_file_storage(tmp_path, capsys):
     import json
 
@@ -72,20 +91,38 @@ def test_cli_report_recovery_from_file_storage(tmp_path, capsys):
     from pymarl_nonmono import cli
 
     root = tmp_path / "host" / "results" / "sacred"
-    for i, (alg, seed, optimal) in enumerate([("nm", 1, [0, 1]), ("nm", 2, [0, 0]), ("qmix", 1, [0, 0])], 1):
+    for i, (alg, seed, optimal) in enumerate(RUNS, 1):
         folder = root / "matrix_game" / alg / str(i)
         folder.mkdir(parents=True)
-        (folder / "config.json").write_text(json.dumps({"sweep_id": "s", "sweep_alg": alg, "sweep_env": "qtran",
-                                                        "seed": seed}))
+        (folder / "config.json").write_text(json.dumps(run_config(alg, seed)))
         (folder / "run.json").write_text(json.dumps({"status": "COMPLETED", "start_time": f"2026-01-0{i}"}))
-        metrics = {recovery.OPTIMAL: {"steps": [0, 100], "values": optimal}}
-        if alg == "nm":
-            metrics[recovery.PAYOFF_ERROR] = {"steps": [100], "values": [0.5 * seed]}
-        (folder / "metrics.json").write_text(json.dumps(metrics))
+        (folder / "metrics.json").write_text(json.dumps(run_metrics(alg, seed, optimal)))
     code = cli.main(["report", str(tmp_path / "host"), "--sweep", "s", "--recovery", "--out", str(tmp_path / "r")])
     out, err = capsys.readouterr()
     assert code == 0, err
-    assert "| nm | 1/2 | 100 [100–100] | – | 0.750 ± 3.176 |  |" in out
-    assert "| qmix | 0/1 | – | – | – |  |" in out
+    check_cli_table(out)
     assert "Optimum recovery" in (tmp_path / "r" / "recovery.md").read_text()
     assert (tmp_path / "r" / f"{recovery.OPTIMAL}_qtran.png").is_file()
+
+
+def test_cli_report_recovery_from_mongodb(tmp_path, mongo_url, capsys):
+    import datetime as dt
+
+    pytest.importorskip("matplotlib", reason="plots need matplotlib (pip install matplotlib)")
+    import pymongo
+
+    from pymarl_nonmono import cli
+
+    client = pymongo.MongoClient(mongo_url, serverSelectionTimeoutMS=5000)
+    db = client["recoverytest"]
+    for i, (alg, seed, optimal) in enumerate(RUNS, 1):
+        db.runs.insert_one({"_id": i, "config": run_config(alg, seed), "status": "COMPLETED",
+                            "start_time": dt.datetime(2026, 1, i), "heartbeat": dt.datetime(2026, 1, i)})
+        for name, series in run_metrics(alg, seed, optimal).items():
+            db.metrics.insert_one({"run_id": i, "name": name, **series})
+    client.close()
+    code = cli.main(["report", "--mongo-url", mongo_url, "--mongo-db", "recoverytest", "--sweep", "s", "--recovery",
+                     "--out", str(tmp_path / "m")])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    check_cli_table(out)
