@@ -291,6 +291,7 @@ def classify(records: Sequence[RunRecord], metric: str, now: Optional[_dt.dateti
     now = now or _dt.datetime.utcnow()
     included, excluded = [], []
     for r in records:
+        r.note = ""  # decided afresh for this metric: a record may be classified once per metric
         if r.status == "COMPLETED":
             pair = r.series.get(metric)
             if pair is None or not len(pair[0]):

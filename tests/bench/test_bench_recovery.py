@@ -126,3 +126,16 @@ def test_cli_report_recovery_from_mongodb(tmp_path, mongo_url, capsys):
     out, err = capsys.readouterr()
     assert code == 0, err
     check_cli_table(out)
+
+
+def test_recovery_after_a_report_on_another_metric_counts_every_run():
+    # report --recovery --metric X classifies the same records twice: once by X, once by
+    # test_optimal_mean. A run without X must not stay excluded from the second.
+    from pymarl_nonmono.bench.report import classify
+
+    records = [record("nm", 1, [0, 1]), record("nm", 2, [0, 0])]
+    records[0].series["test_return_mean"] = (np.array([0.0]), np.array([8.0]))
+    classify(records, "test_return_mean")
+    assert records[1].note == "finished without test_return_mean"
+    (nm,) = recovery.recovery_rows(records)["qtran"]
+    assert (nm.n, nm.recovered, nm.excluded) == (2, 1, [])
