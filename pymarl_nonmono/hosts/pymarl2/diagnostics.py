@@ -120,7 +120,7 @@ def stock_payoff_stats(learner, batch, payoff: torch.Tensor) -> dict:
     joint = joint_actions(*agent_q.shape, device=agent_q.device)
     mixer = functools.partial(fn, learner.mixer, joint=joint, agent_q=agent_q)
     state, avail = batch["state"][0, 0], batch["avail_actions"][0, 0]
-    return payoff_stats(lambda qs, states: mixer(qs, states), agent_q, state, avail, payoff)
+    return payoff_stats(mixer, agent_q, state, avail, payoff)
 
 
 def attach_to_stock_learner(learner, args):
