@@ -257,9 +257,13 @@ def derived_name(algs: Sequence[Entry], envs: Sequence[Entry], seeds: Sequence[i
     return "sweep-" + hashlib.sha256(payload.encode()).hexdigest()[:8]
 
 
+def _our_configs() -> Path:
+    return Path(str(resources.files("pymarl_nonmono.config")))
+
+
 def shipped_sweeps() -> dict[str, Path]:
     """Sweep files that come with the package (``config/studies/*.yaml``), by name."""
-    folder = Path(str(resources.files("pymarl_nonmono.config"))) / "studies"
+    folder = _our_configs() / "studies"
     return {p.stem: p for p in sorted(folder.glob("*.yaml"))} if folder.is_dir() else {}
 
 
@@ -355,7 +359,7 @@ def build_sweep(file: Optional[str | Path] = None, *, algs: Sequence[str] = (), 
 
 def config_folders(host_root: Path) -> dict[str, list[Path]]:
     """Where ``--config`` / ``--env-config`` names are looked up: the host's, then ours."""
-    ours = Path(str(resources.files("pymarl_nonmono.config")))
+    ours = _our_configs()
     return {kind: [host_root / "src" / "config" / kind, ours / kind] for kind in ("algs", "envs")}
 
 
@@ -374,7 +378,7 @@ def check_against_host(sweep: Sweep, host_root: Path) -> None:
     if problems:
         raise SweepError("; ".join(problems))
     keys = {"seed"} | set(TAG_KEYS)
-    roots = [host_root / "src" / "config", Path(str(resources.files("pymarl_nonmono.config")))]
+    roots = [host_root / "src" / "config", _our_configs()]
     for root in roots:
         for path in root.rglob("*.yaml"):
             keys |= _yaml_keys(path)
@@ -391,10 +395,12 @@ def check_against_host(sweep: Sweep, host_root: Path) -> None:
     # Sacred accepts only keys of the merged config of each run (defaults, env YAML, alg YAML):
     # a key only some other algorithm has (temperature_anneal_time on qmix) fails that run.
     defaults = {"seed"} | set(TAG_KEYS) | _yaml_keys(roots[0] / "default.yaml") | _yaml_keys(roots[1] / "default.yaml")
+    own = {kind: {e.config: _yaml_keys(_find(folders[kind], e.config)) for e in entries}
+           for kind, entries in (("algs", sweep.algs), ("envs", sweep.envs))}
     refused = []
     for alg in sweep.algs:
         for env in sweep.envs:
-            accepted = defaults | _yaml_keys(_find(folders["algs"], alg.config)) | _yaml_keys(_find(folders["envs"], env.config))
+            accepted = defaults | own["algs"][alg.config] | own["envs"][env.config]
             bad = sorted({k for k, _ in (*sweep.common, *alg.overrides, *env.overrides) if k.split(".")[0] not in accepted})
             if bad:
                 refused.append(f"{', '.join(map(repr, bad))} for {alg.label} on {env.label}")
