@@ -64,6 +64,14 @@ def run_main(root: Path, *args: str, env_extra: dict | None = None, timeout: int
     )
 
 
+def refused_output(proc) -> str:
+    """The output of a run that must stop with a message of ours, not a traceback."""
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "Traceback" not in out
+    return out
+
+
 def latest_run(root: Path, map_name: str, name: str) -> Path:
     runs = [p for p in (root / "results" / "sacred" / map_name / name).iterdir() if p.name.isdigit()]
     return max(runs, key=lambda p: int(p.name))
@@ -102,11 +110,9 @@ def test_mission_command_without_starcraft_fails_with_one_clear_message(host, tm
         root, "--config=nonmono_qmix_rnd", "--env-config=sc2", "with", "env_args.map_name=3s5z_vs_3s6z",
         "use_cuda=False", env_extra={"SC2PATH": str(tmp_path / "no_sc2")},
     )
-    out = proc.stdout + proc.stderr
-    assert proc.returncode != 0
+    out = refused_output(proc)
     assert out.count("no StarCraft II game at") == 1 and str(tmp_path / "no_sc2") in out
     assert "s2client-proto" in out  # how to install
-    assert "Traceback" not in out
 
 
 def test_misspelled_key_on_the_command_line_is_an_error(host):
@@ -128,20 +134,14 @@ def test_misspelled_key_in_a_users_yaml_is_an_error_at_startup(host):
         proc = run_main(root, "--config=my_typo", "--env-config=one_step_matrix_game", "with", "use_cuda=False")
     finally:
         (root / "src" / "config" / "algs" / "my_typo.yaml").unlink()
-    out = proc.stdout + proc.stderr
-    assert proc.returncode != 0
-    assert "unknown config key(s): 'td_lamda' (did you mean 'td_lambda'?)" in out
-    assert "Traceback" not in out
+    assert "unknown config key(s): 'td_lamda' (did you mean 'td_lambda'?)" in refused_output(proc)
 
 
 def test_invalid_value_is_an_error_at_startup(host):
     root, _ = host
     proc = run_main(root, "--config=nonmono_qmix_sarsa", "--env-config=one_step_matrix_game", "with",
                     "use_cuda=False", "td_lambda=1.5")
-    out = proc.stdout + proc.stderr
-    assert proc.returncode != 0
-    assert "td_lambda=1.5 is outside the allowed range" in out
-    assert "Traceback" not in out
+    assert "td_lambda=1.5 is outside the allowed range" in refused_output(proc)
 
 
 def test_matrix_game_run_records_igm_diagnostics(host):
