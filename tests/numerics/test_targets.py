@@ -7,6 +7,8 @@ import math
 import pytest
 import torch
 from torch.testing import assert_close
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 from pymarl_nonmono.errors import ConfigError
 from pymarl_nonmono.numerics.targets import (
@@ -197,11 +199,71 @@ def test_integer_and_bool_masks_accepted():
 
 
 def test_long_horizon_is_finite():
-    # Long products of lambda*gamma underflow; the closed form must stay exact (no nan).
+    # Long products of lambda*gamma underflow; the result must stay finite and exact.
     data = random_batch(2, 300, seed=11, truncation=False)
     out = lambda_returns(*data, gamma=0.99, td_lambda=0.9)
     assert torch.isfinite(out).all()
     assert_close(out, lambda_returns_reference(*data, gamma=0.99, td_lambda=0.9))
+
+
+class _LargestTensor(TorchDispatchMode):
+    """Records the largest number of elements of any tensor an operator returns."""
+
+    def __init__(self):
+        super().__init__()
+        self.largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for leaf in tree_leaves(out):
+            if isinstance(leaf, torch.Tensor):
+                self.largest = max(self.largest, leaf.numel())
+        return out
+
+
+def test_memory_is_linear_in_the_horizon():
+    # O(B T) memory: no intermediate may be larger than the [B, T + 1] inputs. A
+    # closed form over a [T, T] or [B, T, T] matrix of discount products fails here.
+    batch, steps = 2, 64
+    rewards, terminated, mask, values = random_batch(batch, steps, seed=8)
+    taken = values - 1
+    for call in (
+        lambda: lambda_returns(rewards, terminated, mask, values, gamma=0.99, td_lambda=0.8),
+        lambda: q_lambda_returns(rewards, terminated, mask, values, taken, gamma=0.99, td_lambda=0.8),
+    ):
+        with _LargestTensor() as probe:
+            call()
+        assert 0 < probe.largest <= batch * (steps + 1)
+
+
+@pytest.mark.parametrize("dtype", [F64, torch.float32])
+def test_long_horizon_analytic_limits(dtype):
+    # T=3000, gamma=1: lambda=1 gives plain reward sums (plus V at the horizon for the
+    # unterminated episode), lambda=0 one-step TD; padding holds nan throughout.
+    steps, end = 3000, 1800
+    gen = torch.Generator().manual_seed(3)
+    # Small integers keep every partial sum exact in both float64 and float32.
+    rewards = torch.randint(-3, 4, (2, steps), generator=gen).to(dtype)
+    values = torch.randint(-9, 10, (2, steps + 1), generator=gen).to(dtype)
+    mask = torch.ones(2, steps, dtype=dtype)
+    terminated = torch.zeros(2, steps, dtype=dtype)
+    mask[1, end:] = 0
+    terminated[1, end - 1] = 1  # episode 1 terminates; episode 0 runs to the horizon
+    rewards[1, end:] = float("nan")
+    values[1, end + 1:] = float("nan")
+
+    monte_carlo = torch.zeros(2, steps, dtype=F64)
+    monte_carlo[0] = rewards[0].double().flip(0).cumsum(0).flip(0) + values[0, steps].double()
+    monte_carlo[1, :end] = rewards[1, :end].double().flip(0).cumsum(0).flip(0)
+    one_step = torch.zeros(2, steps, dtype=F64)
+    one_step[0] = rewards[0].double() + values[0, 1:].double()
+    one_step[1, :end] = rewards[1, :end].double() + values[1, 1:end + 1].double()
+    one_step[1, end - 1] = rewards[1, end - 1].double()
+
+    for lam, expected in ((1.0, monte_carlo), (0.0, one_step)):
+        out = lambda_returns(rewards, terminated, mask, values, gamma=1.0, td_lambda=lam)
+        assert out.dtype == dtype
+        assert torch.equal(out.double(), expected)
 
 
 # ------------------------------------------------------------------------ analytic limits

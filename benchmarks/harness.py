@@ -1,0 +1,46 @@
+"""What the benchmark scripts share: finding PyMARL2, and interleaved timing."""
+
+from __future__ import annotations
+
+import logging
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Mapping, Optional
+
+import torch
+
+log = logging.getLogger("benchmarks")
+
+
+def setup() -> Optional[Path]:
+    """Configure logging and one torch thread; put ``$PYMARL2_DIR/src`` first on the
+    import path and return it, or log what is missing and return None."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    host = os.environ.get("PYMARL2_DIR")
+    if not host or not (Path(host) / "src" / "main.py").is_file():
+        log.error("set PYMARL2_DIR to a PyMARL2 checkout (hijkzzz/pymarl2), got %r", host)
+        return None
+    src = Path(host).resolve() / "src"
+    sys.path.insert(0, str(src))
+    torch.set_num_threads(1)
+    return src
+
+
+def median_times(calls: Mapping[str, Callable[[int], object]], repeats: int) -> dict[str, float]:
+    """Median seconds per call of each entry of ``calls`` (called with the repeat index).
+
+    One untimed warm-up call each (allocator, first-call overheads), then the entries
+    take turns, so load from other processes on the machine hits all of them alike.
+    """
+    for call in calls.values():
+        call(0)
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for r in range(repeats):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call(r + 1)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(ts) for name, ts in times.items()}
