@@ -3,13 +3,35 @@
 A fixed, randomly initialised *target* network maps inputs to features; a *predictor*
 network is trained to match it on the inputs actually visited. The prediction error
 (the *novelty*) shrinks on familiar inputs and stays large on unfamiliar ones, so it
-serves as an exploration bonus. The bonus is divided by a running standard deviation
-of the novelty so that its scale, and hence the meaning of the coefficient beta, does
-not drift as the predictor improves.
+serves as an exploration bonus.
+
+As in Burda et al.:
+
+- both networks see *normalised* inputs: each input dimension is whitened by a running
+  mean and standard deviation and clipped to ``[-input_clip, input_clip]`` (5 in the
+  paper), so that no raw feature scale dominates the random target's output;
+- the bonus is the novelty divided by a running scale of the *discounted intrinsic
+  return* (a forward filter ``R_t = gamma * R_{t-1} + novelty_t``), so that beta means
+  the same thing as the predictor improves. Nothing is subtracted: novelty is a squared
+  error and the scale is positive, so the bonus is never negative.
+
+Where this module departs from the paper, and why (numbers in docs/rnd.md):
+
+- the forward filter runs along time *within each episode* of a ``[B, T]`` batch,
+  restarting at 0 at its first step, instead of along one endless stream per
+  environment: batches are episodes drawn from a replay buffer, not consecutive rollouts,
+  and the learner's return stops at termination, so the per-episode discounted sum is
+  the intrinsic return its value function actually sees;
+- the scale is the root mean square of that return, ``sqrt(var + mean^2)``, not its
+  standard deviation: with one-step episodes (a matrix game) the return equals the
+  novelty, whose variance is ~0 when the state never changes, and dividing by the
+  standard deviation made rewards of 1e5 and more. The RMS is at least the standard
+  deviation and never much smaller than the novelty itself.
 
 Shapes follow ``[B, T, ...]``: inputs are ``[B, T, D]`` (one input per step, e.g. the
-state) or ``[B, T, N, D]`` (one observation per agent); masks are ``[B, T]`` (a
-trailing singleton, as in PyMARL's ``[B, T, 1]`` masks, is accepted too).
+state) or ``[B, T, N, D]`` (one observation per agent, novelty averaged over agents);
+masks are ``[B, T]`` (a trailing singleton, as in PyMARL's ``[B, T, 1]`` masks, is
+accepted too).
 """
 
 from __future__ import annotations
@@ -20,39 +42,43 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import check_bool, check_int, check_range, check_shape
+from ..errors import check_int, check_range, check_shape
 
-__all__ = ["RunningMeanStd", "RND", "combine_rewards"]
+__all__ = ["RunningMeanStd", "RND", "combine_rewards", "discounted_forward_returns"]
 
 
 class RunningMeanStd(nn.Module):
-    """Running mean and (population) variance of a scalar stream.
+    """Running mean and (population) variance of a stream of samples of shape ``shape``.
 
-    The statistics are float64 buffers: they accumulate over millions of samples, where
-    float32 loses precision, and being buffers they travel with ``state_dict()``.
-    Before any update the mean is 0 and the variance 1, so normalising is a no-op.
+    ``shape=()`` follows a scalar stream; ``shape=(D,)`` follows each of ``D`` features
+    separately. The statistics are float64 buffers: they accumulate over millions of
+    samples, where float32 loses precision, and being buffers they travel with
+    ``state_dict()``. Before any update the mean is 0 and the variance 1, so normalising
+    is a no-op.
     """
 
     mean: torch.Tensor
     var: torch.Tensor
     count: torch.Tensor
 
-    def __init__(self, eps: float = 1e-8) -> None:
+    def __init__(self, shape: tuple[int, ...] = (), eps: float = 1e-8) -> None:
         super().__init__()
+        self.shape = tuple(check_int("shape", s, 1) for s in shape)
         self.eps = float(check_range("eps", eps, low=0.0, low_open=True))
-        self.register_buffer("mean", torch.zeros((), dtype=torch.float64))
-        self.register_buffer("var", torch.ones((), dtype=torch.float64))
+        self.register_buffer("mean", torch.zeros(self.shape, dtype=torch.float64))
+        self.register_buffer("var", torch.ones(self.shape, dtype=torch.float64))
         self.register_buffer("count", torch.zeros((), dtype=torch.float64))
 
     @torch.no_grad()
     def update(self, x: torch.Tensor) -> None:
-        """Fold every element of ``x`` into the statistics (empty ``x`` is a no-op)."""
-        values = x.detach().reshape(-1).to(device=self.mean.device, dtype=torch.float64)
-        n = values.numel()
+        """Fold samples ``x [..., *shape]`` into the statistics (no sample is a no-op)."""
+        if x.dim() < len(self.shape) or tuple(x.shape[x.dim() - len(self.shape):]) != self.shape:
+            raise ValueError(f"x has shape {list(x.shape)}, expected [..., {', '.join(map(str, self.shape))}]")
+        values = x.detach().reshape((-1,) + self.shape).to(device=self.mean.device, dtype=torch.float64)
+        n = values.shape[0]
         if n == 0:
             return
-        batch_mean = values.mean()
-        batch_var = values.var(unbiased=False)
+        batch_var, batch_mean = torch.var_mean(values, dim=0, unbiased=False)
         # Chan et al.'s pairwise combination: exact for any split of the stream and
         # stable, unlike accumulating sum and sum of squares.
         total = self.count + n
@@ -69,15 +95,31 @@ class RunningMeanStd(nn.Module):
 
     @property
     def rms(self) -> torch.Tensor:
-        """``sqrt(var + mean^2) + eps``: the spread of the stream around zero.
-
-        This is what RND divides novelty by. Novelty is non-negative, and when it is
-        nearly constant (a one-state matrix game, or every state equally familiar)
-        its variance is ~0: dividing by the plain std made rewards of 1e5 and more
-        (seen on PyMARL2's one-step matrix game). Around zero the scale stays the
-        size of the novelty itself, so the reward is O(1) either way.
-        """
+        """``sqrt(var + mean^2) + eps``: the spread of the stream around zero."""
         return (self.var.clamp_min(0.0) + self.mean.square()).sqrt() + self.eps
+
+
+def discounted_forward_returns(reward: torch.Tensor, mask: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Burda et al.'s reward forward filter along time, per episode: ``[B, T]``.
+
+    ``R[:, t] = gamma * R[:, t-1] + reward[:, t]`` with ``R[:, -1] = 0``, i.e. the
+    discounted sum of the rewards received so far in the episode. ``reward`` and the
+    boolean ``mask`` are ``[B, T]``; masked steps add nothing and their return is 0.
+    A loop over time: O(B*T) work and memory, exact for any ``gamma`` (a closed form
+    with ``gamma**-t`` overflows for long episodes).
+    """
+    check_shape("mask", mask, list(reward.shape))
+    if reward.dim() != 2:
+        raise ValueError(f"reward has shape {list(reward.shape)}, expected [B, T]")
+    gamma = float(check_range("gamma", gamma, low=0.0, high=1.0))
+    valid = mask.bool()
+    r = torch.where(valid, reward, torch.zeros_like(reward))
+    out = torch.empty_like(r)
+    running = torch.zeros_like(r[:, 0])
+    for t in range(r.shape[1]):
+        running = gamma * running + r[:, t]
+        out[:, t] = running
+    return torch.where(valid, out, torch.zeros_like(out))
 
 
 def _mlp(input_dim: int, hidden_dim: int, output_dim: int, n_layers: int) -> nn.Sequential:
@@ -91,38 +133,47 @@ def _mlp(input_dim: int, hidden_dim: int, output_dim: int, n_layers: int) -> nn.
 
 
 class RND(nn.Module):
-    """Target/predictor pair with the predictor's optimiser and a novelty normaliser.
+    """Target/predictor pair with the predictor's optimiser and two running normalisers.
 
     ``n_layers`` is the number of ReLU hidden layers of each network (both share the
     architecture ``input_dim -> hidden_dim x n_layers -> output_dim``). The two networks
     are initialised independently from the global torch RNG, so seed it first for
-    reproducible runs.
+    reproducible runs. ``gamma`` discounts the forward filter whose scale normalises the
+    bonus (pass the learner's discount: the filter then tracks the return the learner's
+    value sees); ``input_clip`` bounds the whitened inputs.
 
-    ``state_dict()`` covers both networks and the normaliser; ``full_state_dict()`` adds
-    the optimiser so that training resumes exactly.
+    ``input_normaliser`` (per input dimension) and ``reward_normaliser`` (of the
+    discounted intrinsic return) are updated only by :meth:`intrinsic_reward` and
+    :meth:`reward_and_update`, from the unmasked samples of each batch, before they are
+    used on it. ``state_dict()`` covers both networks and both normalisers;
+    ``full_state_dict()`` adds the optimiser so that training resumes exactly.
     """
 
     def __init__(
-        self, input_dim: int, hidden_dim: int, output_dim: int, n_layers: int, lr: float,
-        center: bool = False,
+        self,
+        input_dim: int,
+        hidden_dim: int,
+        output_dim: int,
+        n_layers: int,
+        lr: float,
+        gamma: float = 0.99,
+        input_clip: float = 5.0,
     ) -> None:
         super().__init__()
-        # center=True subtracts the running mean novelty: in episodic tasks a bonus that is
-        # positive at every step pays the agents for keeping episodes alive, and in GRF a
-        # goal ends the episode (seen: beta*r_int ~ +0.1 a step, ~10 a 100-step episode,
-        # against at most ~2 of extrinsic reward). Centred, only above-average novelty pays.
-        self.center = check_bool("center", center)
         self.input_dim = check_int("input_dim", input_dim, 1)
         self.hidden_dim = check_int("hidden_dim", hidden_dim, 1)
         self.output_dim = check_int("output_dim", output_dim, 1)
         self.n_layers = check_int("n_layers", n_layers, 1)
         self.lr = float(check_range("lr", lr, low=0.0, low_open=True))
+        self.gamma = float(check_range("gamma", gamma, low=0.0, high=1.0))
+        self.input_clip = float(check_range("input_clip", input_clip, low=0.0, low_open=True))
 
         self.target = _mlp(input_dim, hidden_dim, output_dim, n_layers)
         self.predictor = _mlp(input_dim, hidden_dim, output_dim, n_layers)
         self.target.requires_grad_(False)
         self.target.eval()
-        self.normaliser = RunningMeanStd()
+        self.input_normaliser = RunningMeanStd((input_dim,))
+        self.reward_normaliser = RunningMeanStd()
         # Only the predictor's parameters: the target must stay the fixed random function
         # that defines novelty.
         self.optimizer = torch.optim.Adam(self.predictor.parameters(), lr=self.lr)
@@ -147,7 +198,9 @@ class RND(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Validate ``x [B,T,D] | [B,T,N,D]`` and ``mask [B,T] | [B,T,1]``.
 
-        Returns ``x`` cast to the network dtype and the mask as bool ``[B, T]``.
+        Returns ``x`` cast to the network dtype, with masked entries zeroed (padding may
+        hold NaN, which would reach the gradient through a product with zero), and the
+        mask as bool ``[B, T]``.
         """
         if x.dim() not in (3, 4):
             raise ValueError(
@@ -160,52 +213,64 @@ class RND(nn.Module):
             check_shape("mask", mask, [b, t, 1])
             mask = mask.squeeze(-1)
         check_shape("mask", mask, [b, t])
-        return x, (mask != 0).to(x.device)
+        valid = (mask != 0).to(x.device)
+        keep = valid.view(b, t, *([1] * (x.dim() - 2)))
+        return torch.where(keep, x, torch.zeros_like(x)), valid
 
     # ----------------------------------------------------------------- novelty
+    def normalise_input(self, x: torch.Tensor) -> torch.Tensor:
+        """Whitened, clipped input ``[..., input_dim]`` with the current statistics."""
+        stats = self.input_normaliser
+        z = (x.to(torch.float64) - stats.mean.to(x.device)) / stats.std.to(x.device)
+        return z.clamp(-self.input_clip, self.input_clip).to(x.dtype)
+
     def _error(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.normalise_input(x)
         with torch.no_grad():
-            target = self.target(x)
-        return (self.predictor(x) - target).square().mean(dim=-1)
+            target = self.target(z)
+        return (self.predictor(z) - target).square().mean(dim=-1)
 
     def novelty(self, x: torch.Tensor) -> torch.Tensor:
-        """Per-sample squared prediction error ``[...]`` for ``x [..., input_dim]``."""
+        """Per-sample squared prediction error ``[...]`` for ``x [..., input_dim]``,
+        with the input statistics as they are (not updated)."""
         x = self._check_x(x)
         with torch.no_grad():
             return self._error(x)
 
     def intrinsic_reward(
-        self, x: torch.Tensor, mask: torch.Tensor, update_normaliser: bool = True
+        self, x: torch.Tensor, mask: torch.Tensor, update_stats: bool = True
     ) -> torch.Tensor:
-        """Normalised novelty ``[B, T]``, zero where ``mask`` is 0.
+        """Bonus ``[B, T]``, >= 0, zero where ``mask`` is 0.
 
-        The normaliser is first updated with the novelty of the unmasked samples (each
-        agent's observation counts as one sample for per-agent input), then divides
-        the novelty; per-agent input is averaged over agents afterwards. Pass
-        ``update_normaliser=False`` to score without changing the statistics.
+        With ``update_stats`` (the default) both normalisers first absorb this batch's
+        unmasked samples (each agent's observation counts as one input sample for
+        per-agent input). Pass ``update_stats=False`` to score without changing them.
         """
         x, valid = self._check_batch(x, mask)
-        return self._normalised(self.novelty(x), valid, update_normaliser)
+        if update_stats:
+            self._update_inputs(x, valid)
+        return self._bonus(self.novelty(x), valid, update_stats)
 
-    def _normalised(self, nov: torch.Tensor, valid: torch.Tensor, update_normaliser: bool) -> torch.Tensor:
-        per_agent = nov.dim() == 3
-        sample_mask = valid.unsqueeze(-1).expand_as(nov) if per_agent else valid
-        if update_normaliser:
-            self.normaliser.update(nov[sample_mask])
-        scale = self.normaliser.rms.to(device=nov.device)
-        shift = self.normaliser.mean.to(device=nov.device) if self.center else 0.0
-        reward = ((nov.to(torch.float64) - shift) / scale).to(nov.dtype)
-        if per_agent:
-            reward = reward.mean(dim=-1)
-        # where, not multiply: a masked slot may hold padding that yields inf/NaN.
+    def _update_inputs(self, x: torch.Tensor, valid: torch.Tensor) -> None:
+        self.input_normaliser.update(x[valid])
+
+    def _bonus(self, nov: torch.Tensor, valid: torch.Tensor, update_stats: bool) -> torch.Tensor:
+        if nov.dim() == 3:
+            nov = nov.mean(dim=-1)
+        nov = torch.where(valid, nov, torch.zeros_like(nov)).to(torch.float64)
+        if update_stats:
+            returns = discounted_forward_returns(nov, valid, self.gamma)
+            self.reward_normaliser.update(returns[valid])
+        reward = (nov / self.reward_normaliser.rms.to(nov.device)).to(self.predictor[0].weight.dtype)
         return torch.where(valid, reward, torch.zeros_like(reward))
 
     # ----------------------------------------------------------------- training
     def update(self, x: torch.Tensor, mask: torch.Tensor) -> float:
         """One Adam step of the predictor on the masked mean squared error.
 
-        Returns the loss before the step. With no unmasked sample no step is taken
-        (Adam would still advance its moments) and 0.0 is returned.
+        Uses the input statistics as they are. Returns the loss before the step. With
+        no unmasked sample no step is taken (Adam would still advance its moments) and
+        0.0 is returned.
         """
         x, valid = self._check_batch(x, mask)
         return self._step(self._error(x), valid)
@@ -217,8 +282,9 @@ class RND(nn.Module):
         experience; it equals calling the two methods in that order, at half the cost.
         """
         x, valid = self._check_batch(x, mask)
+        self._update_inputs(x, valid)
         err = self._error(x)
-        reward = self._normalised(err.detach(), valid, update_normaliser=True)
+        reward = self._bonus(err.detach(), valid, update_stats=True)
         return reward, self._step(err, valid)
 
     def _step(self, err: torch.Tensor, valid: torch.Tensor) -> float:
@@ -234,7 +300,7 @@ class RND(nn.Module):
 
     # ----------------------------------------------------------------- checkpoints
     def full_state_dict(self) -> dict[str, Any]:
-        """Snapshot of networks, normaliser and optimiser (deep-copied, so later
+        """Snapshot of networks, normalisers and optimiser (deep-copied, so later
         training does not alter a snapshot held in memory)."""
         return copy.deepcopy(
             {"module": self.state_dict(), "optimizer": self.optimizer.state_dict()}

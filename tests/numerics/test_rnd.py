@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from pymarl_nonmono.errors import ConfigError
-from pymarl_nonmono.numerics.rnd import RND, RunningMeanStd, combine_rewards
+from pymarl_nonmono.numerics.rnd import RND, RunningMeanStd, combine_rewards, discounted_forward_returns
 
 D = 8
 
@@ -54,6 +54,19 @@ def test_running_mean_std_matches_direct_statistics_and_round_trips():
     constant = RunningMeanStd()
     constant.update(torch.full((5,), 3.0))
     assert float(constant.std) > 0
+
+
+def test_running_mean_std_per_dimension():
+    g = torch.Generator().manual_seed(0)
+    data = torch.randn(500, 3, generator=g, dtype=torch.float64) * torch.tensor([1.0, 10.0, 0.1]) + 5
+    rms = RunningMeanStd((3,))
+    rms.update(data[:5])
+    rms.update(data[5:].reshape(5, 99, 3))  # any leading shape
+    torch.testing.assert_close(rms.mean, data.mean(0))
+    torch.testing.assert_close(rms.var, data.var(0, unbiased=False))
+    assert float(rms.count) == 500
+    with pytest.raises(ValueError, match=r"x has shape \[4, 2\], expected \[\.\.\., 3\]"):
+        rms.update(torch.zeros(4, 2))
 
 
 # ----------------------------------------------------------------- learning
@@ -107,26 +120,93 @@ def test_update_returns_masked_loss_and_ignores_masked_inputs():
 
 
 # ----------------------------------------------------------------- intrinsic reward
-def test_intrinsic_reward_is_normalised_novelty():
-    rnd = make_rnd()
+def test_discounted_forward_returns_matches_hand_computation():
+    reward = torch.tensor([[1.0, 2.0, 3.0, 9.0], [4.0, float("nan"), 0.0, 0.0]], dtype=torch.float64)
+    mask = torch.tensor([[1, 1, 1, 0], [1, 0, 0, 0]])
+    out = discounted_forward_returns(reward, mask, 0.5)
+    expected = torch.tensor([[1.0, 2.5, 4.25, 0.0], [4.0, 0.0, 0.0, 0.0]], dtype=torch.float64)
+    torch.testing.assert_close(out, expected)
+    # gamma 0: the return is the reward itself; long episodes do not overflow.
+    torch.testing.assert_close(discounted_forward_returns(reward, mask, 0.0), torch.where(mask.bool(), reward, 0.0))
+    long = discounted_forward_returns(torch.ones(1, 5000), torch.ones(1, 5000), 0.9)
+    assert float(long[0, -1]) == pytest.approx(10.0)
+    with pytest.raises(ConfigError, match="gamma=1.5"):
+        discounted_forward_returns(reward, mask, 1.5)
+
+
+def test_intrinsic_reward_is_novelty_over_rms_of_discounted_return():
+    rnd = make_rnd(gamma=0.9)
     x, mask = batch(0)
-    nov = rnd.novelty(x)
     reward = rnd.intrinsic_reward(x, mask)
-    valid = nov[mask.bool()].double()
-    rms = (valid.var(unbiased=False) + valid.mean() ** 2).sqrt() + rnd.normaliser.eps
-    assert float(rnd.normaliser.count) == valid.numel()
-    assert torch.allclose(reward[mask.bool()].double(), valid / rms, rtol=1e-5)
+    valid = mask.bool()
+    # Inputs were whitened with this batch's own statistics before scoring it.
+    assert float(rnd.input_normaliser.count) == int(valid.sum())
+    torch.testing.assert_close(rnd.input_normaliser.mean, x[valid].double().mean(0))
+    nov = (rnd.novelty(x).double() * mask).double()
+    returns = discounted_forward_returns(nov, mask, 0.9)[valid]
+    rms = (returns.var(unbiased=False) + returns.mean() ** 2).sqrt() + rnd.reward_normaliser.eps
+    assert float(rnd.reward_normaliser.count) == int(valid.sum())
+    torch.testing.assert_close(reward[valid].double(), nov[valid] / rms, rtol=1e-5, atol=1e-7)
 
 
 def test_constant_novelty_gives_order_one_reward():
-    # One repeated state: zero variance must not blow the reward up (seen: 1e5 with std).
+    # One repeated state in one-step episodes (a matrix game): the return is the novelty,
+    # its variance 0; dividing by its std made rewards of 1e5.
     rnd = make_rnd()
-    x = torch.ones(4, 5, D)
-    reward = rnd.intrinsic_reward(x, torch.ones(4, 5))
-    torch.testing.assert_close(reward, torch.ones(4, 5), rtol=1e-4, atol=1e-4)
+    reward = rnd.intrinsic_reward(torch.ones(16, 1, D), torch.ones(16, 1))
+    torch.testing.assert_close(reward, torch.ones(16, 1), rtol=1e-4, atol=1e-4)
+    longer = make_rnd().intrinsic_reward(torch.ones(4, 5, D), torch.ones(4, 5))
+    assert 0.1 < float(longer.min()) and float(longer.max()) < 1.0
 
 
-def test_masked_entries_give_zero_reward_and_do_not_move_normaliser():
+def test_bonus_on_a_fixed_distribution_is_never_negative_and_decays():
+    # The old centred bonus subtracted an all-time mean that lags above a falling
+    # novelty: after 100 updates 96% of its rewards were negative.
+    rnd = make_rnd()
+    g = torch.Generator().manual_seed(1)
+    scale, shift = torch.linspace(0.1, 10.0, D), torch.linspace(-3.0, 3.0, D)
+    mask = torch.ones(4, 20)
+    means = []
+    for _ in range(600):
+        x = torch.randn(4, 20, D, generator=g) * scale + shift
+        reward, _ = rnd.reward_and_update(x, mask)
+        assert float(reward.min()) >= 0.0
+        means.append(float(reward.mean()))
+    first, last = sum(means[:10]) / 10, sum(means[-100:]) / 100
+    assert first > 0
+    assert last < 0.5 * first
+
+
+def test_novel_state_scores_above_familiar_ones_and_neither_is_negative():
+    rnd = make_rnd()
+    g = torch.Generator().manual_seed(2)
+    familiar = torch.randn(6, D, generator=g)
+    mask = torch.ones(4, 6)
+    for _ in range(300):
+        rnd.reward_and_update(familiar.expand(4, 6, D), mask)
+    novel = 3.0 * torch.randn(1, 1, D, generator=g)
+    x = torch.cat([familiar.expand(1, 6, D), novel], dim=1)  # one episode: 6 familiar, then novel
+    reward = rnd.intrinsic_reward(x, torch.ones(1, 7))
+    assert float(reward.min()) >= 0.0
+    assert float(reward[0, -1]) > 5.0 * float(reward[0, :-1].max())
+
+
+def test_inputs_are_whitened_per_dimension_and_clipped_to_five():
+    rnd = make_rnd()
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(8, 10, D, generator=g) * torch.linspace(0.01, 100.0, D) + 50.0
+    rnd.intrinsic_reward(x, torch.ones(8, 10))
+    z = rnd.normalise_input(x)
+    flat = z.reshape(-1, D).double()
+    torch.testing.assert_close(flat.mean(0), torch.zeros(D, dtype=torch.float64), atol=1e-5, rtol=0)
+    torch.testing.assert_close(flat.std(0, unbiased=False), torch.ones(D, dtype=torch.float64), atol=1e-4, rtol=0)
+    far = rnd.normalise_input(torch.cat([torch.full((1, D), 1e6), torch.full((1, D), -1e6)]))
+    assert torch.equal(far, torch.cat([torch.full((1, D), 5.0), torch.full((1, D), -5.0)]))
+    # The networks see the clipped input: a huge outlier scores like any input at the clip.
+    assert torch.equal(rnd.novelty(torch.full((D,), 1e6)), rnd.novelty(torch.full((D,), 1e3)))
+
+
+def test_masked_entries_give_zero_reward_and_do_not_move_normalisers():
     rnd_a, rnd_b = make_rnd(), make_rnd()
     x, mask = batch(0)
     junk = x.clone()
@@ -135,14 +215,18 @@ def test_masked_entries_give_zero_reward_and_do_not_move_normaliser():
     r_b = rnd_b.intrinsic_reward(junk, mask)
     assert bool((r_a[mask == 0] == 0).all()) and bool((r_a[mask == 1] > 0).all())
     assert torch.equal(r_a, r_b)
-    assert torch.equal(rnd_a.normaliser.var, rnd_b.normaliser.var)
-    assert torch.equal(rnd_a.normaliser.mean, rnd_b.normaliser.mean)
-    assert float(rnd_a.normaliser.count) == float(mask.sum())
+    for name, buf in rnd_a.named_buffers():
+        assert torch.equal(buf, dict(rnd_b.named_buffers())[name]), name
+    assert float(rnd_a.reward_normaliser.count) == float(mask.sum())
+    assert float(rnd_a.input_normaliser.count) == float(mask.sum())
+    # NaN padding reaches neither the loss nor the gradient.
+    loss_a, loss_b = rnd_a.update(x, mask), rnd_b.update(junk, mask)
+    assert loss_a == loss_b and same(params(rnd_a.predictor), params(rnd_b.predictor))
     # A fully masked batch leaves the statistics untouched.
-    state = {k: v.clone() for k, v in rnd_a.normaliser.state_dict().items()}
+    state = {k: v.clone() for k, v in rnd_a.state_dict().items() if "normaliser" in k}
     out = rnd_a.intrinsic_reward(x, torch.zeros_like(mask))
     assert bool((out == 0).all())
-    assert all(torch.equal(v, rnd_a.normaliser.state_dict()[k]) for k, v in state.items())
+    assert all(torch.equal(v, rnd_a.state_dict()[k]) for k, v in state.items())
 
 
 def test_per_agent_observations_reduce_to_batch_time():
@@ -150,11 +234,23 @@ def test_per_agent_observations_reduce_to_batch_time():
     x, mask = batch(0, n=3)
     reward = rnd.intrinsic_reward(x, mask)
     assert reward.shape == (4, 5)
-    assert float(rnd.normaliser.count) == float(mask.sum()) * 3
-    expected = (rnd.novelty(x).double() / rnd.normaliser.rms).mean(-1) * mask
+    assert float(rnd.input_normaliser.count) == float(mask.sum()) * 3
+    assert float(rnd.reward_normaliser.count) == float(mask.sum())
+    nov = rnd.novelty(x).double().mean(-1) * mask
+    expected = nov / rnd.reward_normaliser.rms
     assert torch.allclose(reward.double(), expected, rtol=1e-5)
     assert isinstance(rnd.update(x, mask.unsqueeze(-1)), float)
-    assert rnd.intrinsic_reward(x, mask.unsqueeze(-1), update_normaliser=False).shape == (4, 5)
+    assert rnd.intrinsic_reward(x, mask.unsqueeze(-1), update_stats=False).shape == (4, 5)
+
+
+def test_scoring_without_update_leaves_statistics():
+    rnd = make_rnd()
+    rnd.intrinsic_reward(*batch(0))
+    before = {k: v.clone() for k, v in rnd.state_dict().items()}
+    x, mask = batch(1)
+    first = rnd.intrinsic_reward(x, mask, update_stats=False)
+    assert torch.equal(first, rnd.intrinsic_reward(x, mask, update_stats=False))
+    assert all(torch.equal(v, rnd.state_dict()[k]) for k, v in before.items())
 
 
 def test_normaliser_round_trips_through_state_dict():
@@ -168,9 +264,31 @@ def test_normaliser_round_trips_through_state_dict():
     buf.seek(0)
     fresh = make_rnd(99)
     fresh.load_state_dict(torch.load(buf))
-    assert set(rnd.state_dict()) >= {"normaliser.mean", "normaliser.var", "normaliser.count"}
+    assert set(rnd.state_dict()) >= {
+        f"{which}_normaliser.{stat}" for which in ("input", "reward") for stat in ("mean", "var", "count")
+    }
     x, mask = batch(10)
     assert torch.equal(rnd.intrinsic_reward(x, mask), fresh.intrinsic_reward(x, mask))
+
+
+def test_normalisers_round_trip_through_full_state_dict():
+    rnd = make_rnd(0)
+    for i in range(4):
+        rnd.reward_and_update(*batch(i, n=2))
+    assert float(rnd.input_normaliser.count) > 0 and float(rnd.reward_normaliser.count) > 0
+    buf = io.BytesIO()
+    torch.save(rnd.full_state_dict(), buf)
+    buf.seek(0)
+    resumed = make_rnd(42)
+    resumed.load_full_state_dict(torch.load(buf))
+    for which in ("input_normaliser", "reward_normaliser"):
+        for stat in ("mean", "var", "count"):
+            assert torch.equal(getattr(getattr(rnd, which), stat), getattr(getattr(resumed, which), stat)), which + stat
+    for i in range(4, 7):
+        x, mask = batch(i, n=2)
+        r_a, loss_a = rnd.reward_and_update(x, mask)
+        r_b, loss_b = resumed.reward_and_update(x, mask)
+        assert torch.equal(r_a, r_b) and loss_a == loss_b
 
 
 def test_full_state_dict_resumes_training_exactly():
@@ -292,23 +410,3 @@ def test_reward_and_update_equals_reward_then_update(shape):
         assert loss_a == pytest.approx(loss_b, rel=1e-6)
     for pa, pb in zip(a.parameters(), b.parameters()):
         torch.testing.assert_close(pa, pb)
-
-
-def test_centred_reward_is_novelty_above_the_running_mean():
-    plain, centred = make_rnd(), make_rnd(center=True)
-    x, mask = batch(0)
-    r_plain = plain.intrinsic_reward(x, mask)
-    r_centred = centred.intrinsic_reward(x, mask)
-    valid = mask.bool()
-    shift = float(centred.normaliser.mean / centred.normaliser.rms)
-    torch.testing.assert_close(r_centred[valid], r_plain[valid] - shift, rtol=1e-4, atol=1e-5)
-    assert abs(float(r_centred[valid].mean())) < 1e-4  # one batch: its own mean
-    assert bool((r_centred[~valid] == 0).all())
-    # Constant novelty pays nothing when centred (no bonus for merely staying alive).
-    const = make_rnd(center=True).intrinsic_reward(torch.ones(4, 5, D), torch.ones(4, 5))
-    assert float(const.abs().max()) < 1e-4
-
-
-def test_center_must_be_a_bool():
-    with pytest.raises(ConfigError, match="center='yes'"):
-        make_rnd(center="yes")

@@ -71,7 +71,9 @@ class NonMonoLearner:
                 self.rnd_cfg.rnd_output_dim,
                 self.rnd_cfg.rnd_layers,
                 self.rnd_cfg.rnd_lr,
-                center=self.rnd_cfg.rnd_center,
+                # The bonus is scaled by the RMS of the discounted intrinsic return; with
+                # the learner's discount that is the return its value function sees.
+                gamma=self.cfg.gamma,
             )
             self.rnd_beta = make_schedule(
                 "linear", self.rnd_cfg.rnd_beta_start, self.rnd_cfg.rnd_beta_finish,

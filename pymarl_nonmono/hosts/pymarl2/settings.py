@@ -101,11 +101,9 @@ class RNDSettings:
     rnd_beta_start: float
     rnd_beta_finish: float
     rnd_beta_anneal_time: int
-    rnd_center: bool
 
     def validate(self) -> None:
         check_bool("use_rnd", self.use_rnd)
-        check_bool("rnd_center", self.rnd_center)
         check_choice("rnd_input", self.rnd_input, RND_INPUTS)
         check_int("rnd_hidden_dim", self.rnd_hidden_dim, 1)
         check_int("rnd_output_dim", self.rnd_output_dim, 1)
