@@ -10,6 +10,12 @@ you get, and ``HyperMixer.weight_transform`` records it.
 Sizes follow PyMARL2's QMIX mixer (``mixing_embed_dim``, ``hypernet_embed``, two-layer
 weight hypernetworks, a two-layer bias head for the output), so a non-monotonic run has
 exactly the parameter count of the QMIX run it is compared with.
+
+The keys PyMARL2's ``nmix.Mixer`` reads reach the mixer the same way: ``qmix_pos_func``
+(``abs`` | ``softplus`` | ``quadratic``) picks the monotonic transform of ``qmix`` and
+``qmix_pos_func_beta`` is softplus's sharpness; ``use_orthogonal`` gives every linear
+layer an orthogonal weight (gain 1) and a zero bias. With the constraint on, ``qmix``
+equals ``nmix.Mixer(args, abs=True)`` given the same weights (tests/integration/test_mixer_parity.py).
 """
 
 from __future__ import annotations
@@ -20,15 +26,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError, check_choice, check_range, check_shape
+from ..errors import ConfigError, check_bool, check_choice, check_range, check_shape
 from ..registry import Registry
 
-WEIGHT_TRANSFORMS: Registry[Callable[[torch.Tensor], torch.Tensor]] = Registry(
-    "mixer_weight_transform"
-)
-WEIGHT_TRANSFORMS.register("none", lambda w: w)
-WEIGHT_TRANSFORMS.register("abs", torch.abs)
-WEIGHT_TRANSFORMS.register("softplus", F.softplus)
+# transform(w, beta) -> w'; only softplus reads beta (its sharpness, softplus(x) =
+# log(1 + exp(beta * x)) / beta, which tends to relu(x) as beta grows).
+WeightTransform = Callable[[torch.Tensor, float], torch.Tensor]
+WEIGHT_TRANSFORMS: Registry[WeightTransform] = Registry("mixer_weight_transform")
+WEIGHT_TRANSFORMS.register("none", lambda w, beta: w)
+WEIGHT_TRANSFORMS.register("abs", lambda w, beta: torch.abs(w))
+WEIGHT_TRANSFORMS.register("softplus", lambda w, beta: F.softplus(w, beta=beta))
+WEIGHT_TRANSFORMS.register("quadratic", lambda w, beta: 0.5 * w**2)
+
+# The values of ``qmix_pos_func``: PyMARL2's three, every one non-negative, so the mixer
+# stays monotonic whichever is chosen ("none" is the separate ``nonmono_qmix`` entry).
+QMIX_POS_FUNCS = ("abs", "quadratic", "softplus")
 
 
 class Mixer(nn.Module):
@@ -71,11 +83,47 @@ def _hypernet(in_dim: int, hidden: int, out_dim: int, layers: int) -> nn.Module:
     return nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, out_dim))
 
 
+@torch.no_grad()
+def orthogonal_(weight: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
+    """Fill ``weight [rows, cols]`` in place with ``gain`` times a random (semi-)orthogonal
+    matrix: orthonormal rows if rows <= cols, else orthonormal columns.
+
+    QR of a Gaussian matrix, with the signs of R's diagonal moved into Q: QR alone
+    returns a sign convention, not a uniformly (Haar) distributed Q.
+    """
+    check_shape("weight", weight, (None, None))
+    rows, cols = weight.shape
+    gaussian = torch.randn(max(rows, cols), min(rows, cols), dtype=torch.float64)
+    q, r = torch.linalg.qr(gaussian)  # q [max, min], orthonormal columns
+    signs = torch.where(torch.diagonal(r) >= 0, 1.0, -1.0).to(q.dtype)
+    q = q * signs
+    if rows < cols:
+        q = q.T
+    weight.copy_(gain * q)
+    return weight
+
+
+def orthogonal_init_linear_layers_(module: nn.Module, gain: float = 1.0) -> None:
+    """Every ``nn.Linear`` inside ``module``: orthogonal weight (``gain``), zero bias.
+
+    PyMARL2's mixers do this under ``use_orthogonal`` with gain 1 (its ``gain`` key is
+    for the agent's output layer only).
+    """
+    for layer in module.modules():
+        if isinstance(layer, nn.Linear):
+            orthogonal_(layer.weight, gain)
+            if layer.bias is not None:
+                with torch.no_grad():
+                    layer.bias.zero_()
+
+
 class HyperMixer(Mixer):
     """QMIX's two-layer mixing network with state-conditioned (hypernetwork) weights.
 
     Q_tot = w2(s)^T ELU(W1(s)^T q + b1(s)) + b2(s), where W1 and w2 pass through
-    ``weight_transform`` (see module docstring); the biases are never constrained.
+    ``weight_transform`` (see module docstring; ``transform_beta`` is softplus's sharpness,
+    unused by the others); the biases are never constrained. ``orthogonal_init``: every
+    linear layer starts orthogonal (gain 1) with a zero bias, as PyMARL2's ``use_orthogonal``.
     """
 
     def __init__(
@@ -86,6 +134,8 @@ class HyperMixer(Mixer):
         hypernet_embed: int,
         hypernet_layers: int,
         weight_transform: str,
+        transform_beta: float,
+        orthogonal_init: bool,
     ) -> None:
         super().__init__(n_agents, state_dim)
         check_range("mixing_embed_dim", embed_dim, low=1)
@@ -95,6 +145,8 @@ class HyperMixer(Mixer):
         self.weight_transform = check_choice(
             "mixer_weight_transform", weight_transform, WEIGHT_TRANSFORMS.names()
         )
+        self.transform_beta = float(check_range("qmix_pos_func_beta", transform_beta, low=0.0, low_open=True))
+        self.orthogonal_init = check_bool("use_orthogonal", orthogonal_init)
         self._transform = WEIGHT_TRANSFORMS.get(weight_transform)
         self.embed_dim = int(embed_dim)
         self.hyper_w1 = _hypernet(state_dim, hypernet_embed, n_agents * embed_dim, hypernet_layers)
@@ -102,50 +154,98 @@ class HyperMixer(Mixer):
         self.hyper_w2 = _hypernet(state_dim, hypernet_embed, embed_dim, hypernet_layers)
         # The output bias is a small MLP in QMIX; kept for parameter-count parity.
         self.hyper_b2 = nn.Sequential(nn.Linear(state_dim, embed_dim), nn.ReLU(), nn.Linear(embed_dim, 1))
+        if orthogonal_init:
+            orthogonal_init_linear_layers_(self, gain=1.0)
+
+    def transform(self, w: torch.Tensor) -> torch.Tensor:
+        return self._transform(w, self.transform_beta)
 
     def mix(self, agent_qs: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
-        w1 = self._transform(self.hyper_w1(states)).view(-1, self.n_agents, self.embed_dim)
+        w1 = self.transform(self.hyper_w1(states)).view(-1, self.n_agents, self.embed_dim)
         b1 = self.hyper_b1(states).view(-1, 1, self.embed_dim)
-        w2 = self._transform(self.hyper_w2(states)).view(-1, self.embed_dim, 1)
+        w2 = self.transform(self.hyper_w2(states)).view(-1, self.embed_dim, 1)
         b2 = self.hyper_b2(states).view(-1, 1, 1)
         hidden = F.elu(torch.bmm(agent_qs.unsqueeze(1), w1) + b1)
         return (torch.bmm(hidden, w2) + b2).view(-1)
 
     def extra_repr(self) -> str:
-        return f"n_agents={self.n_agents}, embed_dim={self.embed_dim}, weight_transform={self.weight_transform!r}"
+        beta = f", beta={self.transform_beta}" if self.weight_transform == "softplus" else ""
+        return (f"n_agents={self.n_agents}, embed_dim={self.embed_dim}, "
+                f"weight_transform={self.weight_transform!r}{beta}, orthogonal_init={self.orthogonal_init}")
 
 
 MixerFactory = Callable[..., Mixer]
 MIXERS: Registry[MixerFactory] = Registry("mixer")
 
 
-def _hyper_entry(transform: str) -> MixerFactory:
-    def build(*, n_agents: int, state_dim: int, embed_dim: int, hypernet_embed: int, hypernet_layers: int) -> Mixer:
-        return HyperMixer(n_agents, state_dim, embed_dim, hypernet_embed, hypernet_layers, transform)
+def check_mixer_options(mixer: str, qmix_pos_func: str, qmix_pos_func_beta: float, use_orthogonal: bool) -> None:
+    """Validate the mixer keys together; each error names the key at fault.
+
+    ``qmix_pos_func`` is read by ``qmix`` only, as by PyMARL2's nmix. Any other value than
+    its default ``abs`` with another mixer would be silently ignored, so it is an error.
+    """
+    check_choice("mixer", mixer, MIXERS.names())
+    check_choice("qmix_pos_func", qmix_pos_func, QMIX_POS_FUNCS)
+    check_range("qmix_pos_func_beta", qmix_pos_func_beta, low=0.0, low_open=True)
+    check_bool("use_orthogonal", use_orthogonal)
+    if mixer != "qmix" and qmix_pos_func != "abs":
+        raise ConfigError(
+            f"qmix_pos_func={qmix_pos_func!r} is read only by mixer='qmix', but mixer={mixer!r}; "
+            f"set mixer=qmix, or leave qmix_pos_func at 'abs' (softplus_qmix is qmix with "
+            f"qmix_pos_func=softplus; nonmono_qmix has no weight transform)"
+        )
+
+
+def _hyper_entry(fixed_transform: str | None) -> MixerFactory:
+    """A HyperMixer entry; ``None``: the transform is ``qmix_pos_func`` (the ``qmix`` entry)."""
+
+    def build(*, n_agents: int, state_dim: int, embed_dim: int, hypernet_embed: int, hypernet_layers: int,
+              qmix_pos_func: str, qmix_pos_func_beta: float, use_orthogonal: bool) -> Mixer:
+        transform = qmix_pos_func if fixed_transform is None else fixed_transform
+        return HyperMixer(n_agents, state_dim, embed_dim, hypernet_embed, hypernet_layers, transform,
+                          transform_beta=qmix_pos_func_beta, orthogonal_init=use_orthogonal)
 
     return build
 
 
-def _vdn_entry(*, n_agents: int, state_dim: int, embed_dim: int, hypernet_embed: int, hypernet_layers: int) -> Mixer:
-    return VDNMixer(n_agents, state_dim)
+def _vdn_entry(*, n_agents: int, state_dim: int, embed_dim: int, hypernet_embed: int, hypernet_layers: int,
+               qmix_pos_func: str, qmix_pos_func_beta: float, use_orthogonal: bool) -> Mixer:
+    return VDNMixer(n_agents, state_dim)  # no parameters: nothing to initialise
 
 
 MIXERS.register("nonmono_qmix", _hyper_entry("none"))
-MIXERS.register("qmix", _hyper_entry("abs"))
+MIXERS.register("qmix", _hyper_entry(None))
 MIXERS.register("softplus_qmix", _hyper_entry("softplus"))
 MIXERS.register("vdn", _vdn_entry)
 
 
 def make_mixer(
-    name: str, *, n_agents: int, state_dim: int, embed_dim: int, hypernet_embed: int, hypernet_layers: int
+    name: str,
+    *,
+    n_agents: int,
+    state_dim: int,
+    embed_dim: int,
+    hypernet_embed: int,
+    hypernet_layers: int,
+    qmix_pos_func: str,
+    qmix_pos_func_beta: float,
+    use_orthogonal: bool,
 ) -> Mixer:
-    """Build the mixer registered as ``name`` (see :data:`MIXERS`)."""
+    """Build the mixer registered as ``name`` (see :data:`MIXERS`).
+
+    The last three arguments are PyMARL2's config keys of the same names, required so
+    that a caller cannot leave them behind (see :func:`check_mixer_options`).
+    """
+    check_mixer_options(name, qmix_pos_func, qmix_pos_func_beta, use_orthogonal)
     return MIXERS.get(name)(
         n_agents=n_agents,
         state_dim=state_dim,
         embed_dim=embed_dim,
         hypernet_embed=hypernet_embed,
         hypernet_layers=hypernet_layers,
+        qmix_pos_func=qmix_pos_func,
+        qmix_pos_func_beta=qmix_pos_func_beta,
+        use_orthogonal=use_orthogonal,
     )
 
 

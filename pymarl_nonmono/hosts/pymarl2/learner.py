@@ -52,6 +52,9 @@ class NonMonoLearner:
             embed_dim=self.cfg.mixing_embed_dim,
             hypernet_embed=self.cfg.hypernet_embed,
             hypernet_layers=int(self.cfg.hypernet_layers),
+            qmix_pos_func=self.cfg.qmix_pos_func,
+            qmix_pos_func_beta=self.cfg.qmix_pos_func_beta,
+            use_orthogonal=self.cfg.use_orthogonal,
         )
         self.target_mixer = copy.deepcopy(self.mixer)
         self.target_mac = copy.deepcopy(mac)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
 from ...errors import ConfigError, check_bool, check_choice, check_int, check_range
-from ...numerics.mixers import MIXERS
+from ...numerics.mixers import MIXERS, check_mixer_options
 from ...numerics.schedules import SCHEDULES
 from ...numerics.selection import SELECTORS
 from ...numerics.targets import BOOTSTRAPS
@@ -140,6 +140,7 @@ class LearnerSettings:
         check_int("hypernet_embed", self.hypernet_embed, 1)
         if isinstance(self.hypernet_layers, bool) or self.hypernet_layers not in (1, 2):
             raise ConfigError(f"hypernet_layers={self.hypernet_layers!r} is not one of [1, 2]")
+        check_mixer_options(self.mixer, self.qmix_pos_func, self.qmix_pos_func_beta, self.use_orthogonal)
         check_choice("td_bootstrap", self.td_bootstrap, BOOTSTRAPS.names())
         check_range("td_lambda", self.td_lambda, 0.0, 1.0)
         check_range("gamma", self.gamma, 0.0, 1.0, low_open=True)
