@@ -6,11 +6,19 @@ exploration, non-monotonic mixers end IGM-consistent anyway; these functions mea
 
 Shapes: agent Q-values ``[N, A]`` at one state (``[B, T, N, A]`` for batches), states
 ``[S]`` (``[B, T, S]``), availability masks like the Q-values.
+
+Two violation rates, never to be confused: :func:`igm_violation_rate` compares the greedy
+joint action with every joint action (exact, ``A^N`` mixer evaluations per state, so it
+refuses ``A^N`` above a limit); :func:`igm_unilateral_violation_rate` only with the joint
+actions one agent's deviation reaches (``N*A`` evaluations), a lower bound that cannot see
+a failure needing several agents to change at once -- the coordinated failure the paper
+is about.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
@@ -76,6 +84,112 @@ def igm_summary(
     return out
 
 
+# Largest A^N the exact check enumerates per sampled state (A^N mixer evaluations each).
+EXACT_JOINT_ACTIONS = 4096
+
+
+def exact_check_affordable(n_agents: int, n_actions: int, max_joint_actions: int = EXACT_JOINT_ACTIONS) -> bool:
+    """Whether :func:`igm_violation_rate` may enumerate all ``n_actions ** n_agents`` joint actions."""
+    return math.pow(n_actions, n_agents) <= max_joint_actions
+
+
+@dataclass(frozen=True)
+class IGMRates:
+    """IGM violation rates on one sample of states.
+
+    ``exact``: fraction where some joint action beats the greedy one (``None`` when
+    ``A^N`` is above the limit). ``unilateral``: fraction where a single agent's
+    deviation beats it; a lower bound of ``exact``, blind to coordinated failures.
+    """
+
+    exact: Optional[float]
+    unilateral: float
+
+
+def _sample_states(agent_q, states, avail, mask, max_points, generator):
+    """Up to ``max_points`` valid states, flattened: ``q [M, N, A]``, ``s [M, S]``, ``av [M, N, A]``."""
+    b, t, n, a = agent_q.shape
+    check_shape("states", states.reshape(b, t, -1), (b, t, None))
+    check_shape("avail", avail, (b, t, n, a))
+    check_shape("mask", mask, (b, t))
+    idx = torch.nonzero(mask.reshape(-1) > 0).squeeze(-1)
+    if idx.numel() > max_points:
+        pick = torch.randperm(idx.numel(), generator=generator)[:max_points]
+        idx = idx[pick.to(idx.device)]
+    return agent_q.reshape(b * t, n, a)[idx], states.reshape(b * t, -1)[idx], avail.reshape(b * t, n, a)[idx]
+
+
+def _beaten(mixer, q: torch.Tensor, s: torch.Tensor, av: torch.Tensor, candidates: torch.Tensor,
+            tol: float) -> torch.Tensor:
+    """``[M]`` bool: some available candidate joint action ``[M, K, N]`` has a higher Q_tot
+    than the agents' greedy joint action."""
+    m, k, _ = candidates.shape
+    greedy = _greedy(q, av)  # [M, N]
+    cand_avail = torch.gather(av, 2, candidates.transpose(1, 2)).transpose(1, 2).bool().all(-1)  # [M, K]
+    cand_q = torch.gather(q, 2, candidates.transpose(1, 2)).transpose(1, 2)  # [M, K, N]
+    with torch.no_grad():
+        q_tot = mixer(cand_q, s.unsqueeze(1).expand(-1, k, -1))  # [M, K]
+        greedy_q = mixer(torch.gather(q, 2, greedy.unsqueeze(-1)).transpose(1, 2), s.unsqueeze(1)).squeeze(-1)
+    best = q_tot.masked_fill(~cand_avail, NEG).max(-1).values
+    return best > greedy_q + tol * greedy_q.abs().clamp(min=1.0)
+
+
+def joint_violations(mixer, q: torch.Tensor, s: torch.Tensor, av: torch.Tensor, tol: float = 1e-6,
+                     max_joint_actions: int = EXACT_JOINT_ACTIONS) -> torch.Tensor:
+    """``[M]`` bool, IGM fails at each state (``q [M, N, A]``, ``s [M, S]``, ``av [M, N, A]``):
+    checked against every joint action, so exact; refuses more than ``max_joint_actions``."""
+    m, n, a = q.shape
+    if not exact_check_affordable(n, a, max_joint_actions):
+        raise ValueError(f"max_joint_actions={max_joint_actions} is below A^N = {a}^{n}: "
+                         "the exact IGM check would enumerate every joint action")
+    return _beaten(mixer, q, s, av, joint_actions(n, a, q.device).unsqueeze(0).expand(m, -1, -1), tol)
+
+
+def unilateral_violations(mixer, q: torch.Tensor, s: torch.Tensor, av: torch.Tensor,
+                          tol: float = 1e-6) -> torch.Tensor:
+    """``[M]`` bool, some single agent can raise Q_tot by leaving its greedy action.
+
+    A necessary condition for IGM only: implies :func:`joint_violations`, never the
+    converse (a change of several agents at once can beat the greedy joint action while
+    no single change does). Costs N*A mixer evaluations per state instead of A^N.
+    """
+    m, n, a = q.shape
+    # Row k of the candidates changes agent k // A to action k % A.
+    candidates = _greedy(q, av).unsqueeze(1).repeat(1, n * a, 1)
+    rows = torch.arange(n * a, device=q.device)
+    candidates[:, rows, rows // a] = (rows % a).expand(m, -1)
+    return _beaten(mixer, q, s, av, candidates, tol)
+
+
+def _fraction(violated: torch.Tensor) -> float:
+    return float(violated.float().mean()) if violated.numel() else 0.0
+
+
+def igm_violation_rates(
+    mixer,
+    agent_q: torch.Tensor,
+    states: torch.Tensor,
+    avail: torch.Tensor,
+    mask: torch.Tensor,
+    max_points: int = 256,
+    max_joint_actions: int = EXACT_JOINT_ACTIONS,
+    tol: float = 1e-6,
+    generator: Optional[torch.Generator] = None,
+) -> IGMRates:
+    """Both violation rates on the same (sampled) valid states, so ``unilateral <= exact``.
+
+    ``agent_q`` ``[B, T, N, A]``, ``states`` ``[B, T, S]``, ``avail`` ``[B, T, N, A]``,
+    ``mask`` ``[B, T]``. At most ``max_points`` valid states are sampled (with
+    ``generator``), so the cost is bounded on large batches. ``exact`` is ``None`` when
+    ``A^N > max_joint_actions``.
+    """
+    q, s, av = _sample_states(agent_q, states, avail, mask, max_points, generator)
+    _, n, a = q.shape
+    exact = (_fraction(joint_violations(mixer, q, s, av, tol, max_joint_actions))
+             if exact_check_affordable(n, a, max_joint_actions) else None)
+    return IGMRates(exact=exact, unilateral=_fraction(unilateral_violations(mixer, q, s, av, tol)))
+
+
 def igm_violation_rate(
     mixer,
     agent_q: torch.Tensor,
@@ -83,47 +197,29 @@ def igm_violation_rate(
     avail: torch.Tensor,
     mask: torch.Tensor,
     max_points: int = 256,
-    exact_limit: int = 4096,
+    max_joint_actions: int = EXACT_JOINT_ACTIONS,
     tol: float = 1e-6,
     generator: Optional[torch.Generator] = None,
 ) -> float:
-    """Fraction of (sampled) valid states where IGM fails.
+    """Fraction of (sampled) valid states where IGM fails, exactly: the greedy joint action
+    is compared with every joint action. Shapes as :func:`igm_violation_rates`; raises
+    ``ValueError`` when ``A^N > max_joint_actions`` rather than silently checking less."""
+    q, s, av = _sample_states(agent_q, states, avail, mask, max_points, generator)
+    return _fraction(joint_violations(mixer, q, s, av, tol, max_joint_actions))
 
-    Exact over all joint actions when ``A^N <= exact_limit``; otherwise the greedy joint
-    action is compared with every single-agent deviation from it (a necessary condition:
-    cheap, and what gradient steps on one agent's utility can exploit). At most
-    ``max_points`` valid states are sampled, so the cost is bounded on large batches.
-    """
-    b, t, n, a = agent_q.shape
-    check_shape("states", states.reshape(b, t, -1), (b, t, None))
-    check_shape("avail", avail, (b, t, n, a))
-    check_shape("mask", mask, (b, t))
-    flat_q = agent_q.reshape(b * t, n, a)
-    flat_s = states.reshape(b * t, -1)
-    flat_avail = avail.reshape(b * t, n, a)
-    idx = torch.nonzero(mask.reshape(-1) > 0).squeeze(-1)
-    if idx.numel() == 0:
-        return 0.0
-    if idx.numel() > max_points:
-        pick = torch.randperm(idx.numel(), generator=generator)[:max_points]
-        idx = idx[pick.to(idx.device)]
-    q, s, av = flat_q[idx], flat_s[idx], flat_avail[idx]
-    m = idx.numel()
-    greedy = _greedy(q, av)  # [M, N]
-    if math.pow(a, n) <= exact_limit:
-        candidates = joint_actions(n, a, q.device).unsqueeze(0).expand(m, -1, -1)  # [M, K, N]
-    else:
-        # Single-agent deviations: K = N * A candidates, row k changes agent k // A.
-        candidates = greedy.unsqueeze(1).repeat(1, n * a, 1)
-        agents = torch.arange(n * a, device=q.device) // a
-        actions = torch.arange(n * a, device=q.device) % a
-        candidates[:, torch.arange(n * a), agents] = actions.expand(m, -1)
-    k = candidates.shape[1]
-    cand_avail = torch.gather(av, 2, candidates.transpose(1, 2)).transpose(1, 2).bool().all(-1)  # [M, K]
-    cand_q = torch.gather(q, 2, candidates.transpose(1, 2)).transpose(1, 2)  # [M, K, N]
-    with torch.no_grad():
-        q_tot = mixer(cand_q, s.unsqueeze(1).expand(-1, k, -1))  # [M, K]
-        greedy_q = mixer(torch.gather(q, 2, greedy.unsqueeze(-1)).transpose(1, 2), s.unsqueeze(1))  # [M, 1]
-    best = q_tot.masked_fill(~cand_avail, NEG).max(-1).values
-    violated = best > greedy_q.squeeze(-1) + tol * greedy_q.squeeze(-1).abs().clamp(min=1.0)
-    return float(violated.float().mean())
+
+def igm_unilateral_violation_rate(
+    mixer,
+    agent_q: torch.Tensor,
+    states: torch.Tensor,
+    avail: torch.Tensor,
+    mask: torch.Tensor,
+    max_points: int = 256,
+    tol: float = 1e-6,
+    generator: Optional[torch.Generator] = None,
+) -> float:
+    """Fraction of (sampled) valid states where a single agent's deviation from the greedy
+    joint action raises Q_tot: a lower bound of :func:`igm_violation_rate`, affordable at
+    any ``A^N``. Shapes as :func:`igm_violation_rates`."""
+    q, s, av = _sample_states(agent_q, states, avail, mask, max_points, generator)
+    return _fraction(unilateral_violations(mixer, q, s, av, tol))

@@ -77,6 +77,58 @@ def random_batch(B=4, T=6, N=3, A=4, obs_dim=5, state_dim=7, seed=0) -> FakeBatc
     return FakeBatch(data, B, T + 1)
 
 
+def episode_batch(lengths, truncated=None, time_limit=None, N=3, A=4, obs_dim=5, state_dim=7, seed=0,
+                  cut=True) -> FakeBatch:
+    """Episodes laid out exactly as PyMARL2's runners store them, terminated or truncated.
+
+    Episode ``b`` has ``lengths[b]`` = L transitions (rows 0..L-1: obs, state, actions,
+    reward, terminated) and its final state at row L together with the action the
+    controller chose there (the action a SARSA target bootstraps from). The runners mark
+    ``filled`` on rows 0..L, the final state's row included. ``terminated`` is 1 at row L-1,
+    except for a ``truncated`` episode: it hit the time limit (the env's
+    ``info["episode_limit"]``) and the runners store 0, so its length must equal
+    ``time_limit`` (default: the longest episode). Rows after L are the buffer's zeros.
+    The buffer holds ``time_limit + 1`` rows; like run.py (``max_t_filled``) the batch is cut
+    to the longest episode's ``L + 1`` rows unless ``cut=False``.
+    """
+    lengths = [int(x) for x in lengths]
+    truncated = [False] * len(lengths) if truncated is None else [bool(x) for x in truncated]
+    time_limit = max(lengths) if time_limit is None else int(time_limit)
+    if len(truncated) != len(lengths) or min(lengths) < 1 or max(lengths) > time_limit:
+        raise ValueError(f"lengths={lengths} must be >= 1 and <= time_limit={time_limit}, one truncated flag each")
+    for L, trunc in zip(lengths, truncated):
+        if trunc and L != time_limit:
+            raise ValueError(f"a truncated episode runs to time_limit={time_limit}, got length {L}")
+    B, rows = len(lengths), time_limit + 1
+    g = torch.Generator().manual_seed(seed)
+    data = {
+        "obs": torch.zeros(B, rows, N, obs_dim),
+        "state": torch.zeros(B, rows, state_dim),
+        "actions": torch.zeros(B, rows, N, 1, dtype=torch.long),
+        "actions_onehot": torch.zeros(B, rows, N, A),
+        "avail_actions": torch.zeros(B, rows, N, A, dtype=torch.int),
+        "probs": torch.zeros(B, rows, N, A),
+        "reward": torch.zeros(B, rows, 1),
+        "terminated": torch.zeros(B, rows, 1, dtype=torch.uint8),
+        "filled": torch.zeros(B, rows, 1, dtype=torch.long),
+    }
+    for b, (L, trunc) in enumerate(zip(lengths, truncated)):
+        seen = slice(0, L + 1)  # every state the episode visited, the final one included
+        data["obs"][b, seen] = torch.randn(L + 1, N, obs_dim, generator=g)
+        data["state"][b, seen] = torch.randn(L + 1, state_dim, generator=g)
+        avail = (torch.rand(L + 1, N, A, generator=g) > 0.3).int()
+        avail[..., 0] = 1
+        actions = torch.rand(L + 1, N, A, generator=g).masked_fill(avail == 0, -1.0).argmax(-1)
+        data["avail_actions"][b, seen] = avail
+        data["actions"][b, seen] = actions.unsqueeze(-1)
+        data["actions_onehot"][b, seen] = torch.nn.functional.one_hot(actions, A).float()
+        data["reward"][b, :L] = torch.randn(L, 1, generator=g)
+        data["terminated"][b, L - 1] = 0 if trunc else 1
+        data["filled"][b, seen] = 1
+    keep = max(lengths) + 1 if cut else rows
+    return FakeBatch({k: v[:, :keep].clone() for k, v in data.items()}, B, keep)
+
+
 class TinyAgent(torch.nn.Module):
     """Recurrent agent with PyMARL2's agent interface: forward(inputs [b, n, d], h) -> (q, h)."""
 

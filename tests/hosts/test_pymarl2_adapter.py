@@ -5,7 +5,7 @@ import pytest
 import torch
 import yaml
 
-from fake_host import CONFIG, HOST_DEFAULTS, RecordingLogger, TinyAgent, make_args, random_batch, scheme
+from fake_host import CONFIG, HOST_DEFAULTS, RecordingLogger, TinyAgent, episode_batch, make_args, random_batch, scheme
 from pymarl_nonmono.errors import ConfigError
 from pymarl_nonmono.hosts.pymarl2.batch import episodes_from_batch
 from pymarl_nonmono.hosts.pymarl2.controller import NonMonoMAC
@@ -27,7 +27,8 @@ HOST_QMIX_KEYS = {"agent_output_type", "runner", "batch_size_run", "buffer_size"
                   "learner", "mac", "q_lambda", "use_layer_norm", "use_orthogonal", "gain", "per_alpha",
                   "per_beta", "name"}
 ALGS = sorted(p.stem for p in (CONFIG / "algs").glob("*.yaml"))
-LOGGED = {"loss_td", "td_error_abs", "q_taken_mean", "target_mean", "grad_norm"}
+LOGGED = {"loss_td", "td_error_abs", "q_taken_mean", "target_mean", "grad_norm", "td_error_abs_mean",
+          "joint_q_taken_mean", "joint_target_mean", "target_update_count"}
 RND_LOGGED = {"rnd_reward_mean", "rnd_reward_std", "rnd_loss"}
 
 
@@ -270,11 +271,14 @@ def test_learner_targets_without_double_q_use_the_target_argmax():
     torch.testing.assert_close(targets, (ep.reward + 0.99 * (1 - ep.terminated) * v[:, 1:]) * ep.mask)
 
 
-def test_learner_logs_igm_violation_rate_everywhere():
-    learner, logger = build("nonmono_qmix")
-    learner.train(random_batch(), t_env=0, episode_num=0)
-    rate = logger.stats["igm_violation_rate"][-1][1]
-    assert 0.0 <= rate <= 1.0
+@pytest.mark.parametrize("n_agents,exact", [(3, True), (7, False)])  # 4^3 = 64, 4^7 = 16384 joint actions
+def test_learner_logs_the_exact_igm_rate_only_where_it_is_exact(n_agents, exact):
+    learner, logger = build("nonmono_qmix", n_agents=n_agents)
+    learner.train(random_batch(N=n_agents), t_env=0, episode_num=0)
+    assert 0.0 <= logger.stats["igm_violation_rate_lower_bound"][-1][1] <= 1.0
+    assert ("igm_violation_rate" in logger.stats) is exact
+    if exact:
+        assert logger.stats["igm_violation_rate_lower_bound"][-1][1] <= logger.stats["igm_violation_rate"][-1][1]
 
 
 def test_learner_logs_the_q_tot_table_on_a_known_matrix_game():
@@ -299,3 +303,187 @@ def test_learner_logs_the_q_tot_table_on_a_known_matrix_game():
 def test_grf_preflight_names_bad_scenarios_without_gfootball():
     with pytest.raises(ConfigError, match="academy_3_vs_1_with_keeper"):
         check_environment({"env": "grf", "env_args": {"map_name": "academy_3_vs_2", "num_agents": 3}})
+
+
+# -- target-network schedule across a resume ---------------------------------------------
+
+
+def spy_on_target_updates(learner, episode):
+    """Record ``episode[0]`` at each target update of ``learner``."""
+    seen = []
+    update = learner._update_targets
+
+    def spy():
+        seen.append(episode[0])
+        update()
+
+    learner._update_targets = spy
+    return seen
+
+
+@pytest.mark.parametrize("host_counter", ["restarts_at_0", "keeps_counting"])
+def test_resumed_learner_updates_its_targets_on_schedule(tmp_path, host_counter):
+    # Saved at episode 30,000, 100 episodes after a target update. PyMARL2's run.py restarts its
+    # episode counter at 0 after load_models; a host that kept counting must work as well.
+    interval = 200
+    quiet = dict(target_update_interval=interval, learner_log_interval=10**9)
+    a, _ = build("nonmono_qmix", seed=1, **quiet)
+    batch = random_batch(B=2, T=2)
+    a.train(batch, t_env=0, episode_num=29_900)  # first update
+    a.train(batch, t_env=1, episode_num=30_000)
+    a.save_models(tmp_path)
+
+    b, _ = build("nonmono_qmix", seed=2, **quiet)
+    b.load_models(tmp_path)
+    start = 0 if host_counter == "restarts_at_0" else 30_000
+    episode = [start]
+    updates = spy_on_target_updates(b, episode)
+    for step in range(0, 2001, 10):  # 10 episodes per train call, 2,000 episodes after the resume
+        episode[0] = start + step
+        b.train(batch, t_env=2 + step, episode_num=episode[0])
+    # 100 episodes were left of the interval at the save; then one update every 200 episodes.
+    assert updates == [start + e for e in range(100, 2001, interval)]
+    b.train(batch, t_env=5000, episode_num=start + 2100)  # 200 after the last update: copies now
+    assert all(torch.equal(p, q) for p, q in zip(b.mixer.parameters(), b.target_mixer.parameters()))
+
+
+def test_fresh_learner_schedule_is_unchanged():
+    # The first update comes once the counter reaches the interval, as with PyMARL2's nq_learner.
+    learner, _ = build("nonmono_qmix", target_update_interval=5, learner_log_interval=10**9)
+    episode = [0]
+    updates = spy_on_target_updates(learner, episode)
+    for e in [0, 3, 5, 6, 9, 10, 11, 16]:
+        episode[0] = e
+        learner.train(random_batch(B=2, T=2), t_env=e, episode_num=e)
+    assert updates == [5, 10, 16]
+
+
+# -- statistics: same names as nq_learner, same formulas ---------------------------------
+
+
+@pytest.mark.parametrize("use_per", [False, True])
+def test_statistics_match_hand_computed_values(use_per):
+    n_agents, gamma = 3, 0.99
+    learner, logger = build("nonmono_qmix", mixer="vdn", td_bootstrap="sarsa", td_lambda=0.0, use_per=use_per)
+    batch = episode_batch([4, 2, 4], truncated=[True, False, False], seed=3)
+    ep = episodes_from_batch(batch)
+    with torch.no_grad():  # the values train() sees before its optimiser step
+        q = learner.mac.unroll(batch)
+        target_q = learner.target_mac.unroll(batch)
+    taken = torch.gather(q, -1, ep.actions.unsqueeze(-1)).squeeze(-1).sum(-1)  # VDN Q_tot [B, T+1]
+    boot = torch.gather(target_q, -1, ep.actions.unsqueeze(-1)).squeeze(-1).sum(-1)
+    mask = ep.mask
+    q_tot = taken[:, :-1]
+    targets = (ep.reward + gamma * (1 - ep.terminated) * boot[:, 1:]) * mask
+    td = (q_tot - targets) * mask
+    weights = torch.tensor([0.5, 1.0, 2.0]) if use_per else torch.ones(3)
+    n = mask.sum()
+    assert n == 4 + 2 + 4  # real transitions only: not the final states' rows, not padding
+    loss = (weights.view(-1, 1) * 0.5 * td.pow(2)).sum() / n
+    expected = {
+        "loss_td": loss,
+        "td_error_abs": loss,  # nq_learner: masked (PER-weighted) mean of 0.5 * td_error^2
+        "q_taken_mean": (q_tot * mask).sum() / (n * n_agents),
+        "target_mean": (targets * mask).sum() / (n * n_agents),
+        "td_error_abs_mean": td.abs().sum() / n,
+        "joint_q_taken_mean": (q_tot * mask).sum() / n,
+        "joint_target_mean": (targets * mask).sum() / n,
+    }
+    learner.train(batch, t_env=0, episode_num=0, per_weight=weights.numpy() if use_per else None)
+    for key, value in expected.items():
+        assert logger.stats[key][-1][1] == pytest.approx(float(value), rel=1e-5, abs=1e-7), key
+
+
+# -- truncated episodes (time limit) -----------------------------------------------------
+
+
+def test_truncated_and_terminated_episodes_have_the_hosts_mask():
+    batch = episode_batch([6, 3, 6, 5], truncated=[True, False, False, False])
+    ep = episodes_from_batch(batch)
+    lengths = torch.tensor([6, 3, 6, 5])
+    assert torch.equal(ep.mask, (torch.arange(6) < lengths.view(-1, 1)).float())
+    assert ep.terminated.sum(1).tolist() == [0, 1, 1, 1]
+    assert batch["filled"][:, :, 0].sum(1).tolist() == [7, 4, 7, 6]  # the final state's row is filled
+
+
+@pytest.mark.parametrize("td_lambda", [0.0, 0.6])
+def test_truncated_episode_bootstraps_from_the_sarsa_action_stored_at_its_final_state(td_lambda):
+    learner, _ = build("nonmono_qmix", mixer="vdn", td_lambda=td_lambda, td_bootstrap="sarsa")
+    batch = episode_batch([6, 3, 6, 5], truncated=[True, False, False, False], seed=5)
+    g = torch.Generator().manual_seed(1)
+    q = torch.randn(4, 7, 3, 4, generator=g)
+    target_q = torch.randn(4, 7, 3, 4, generator=g)
+    # At s_L the stored action is the one worst for the target network, so a target that
+    # bootstrapped from anything else (the greedy action, a later row) would differ.
+    final = target_q[:, 6].argmin(-1)  # [B, N]
+    batch.data["actions"][:, 6, :, 0] = final
+    ep = episodes_from_batch(batch)
+    targets, _ = learner.targets(ep, q, target_q, t_env=0)
+    v_final = torch.gather(target_q[:, 6], -1, final.unsqueeze(-1)).squeeze(-1).sum(-1)  # VDN Q_tot(s_L, a_L)
+    # The last real step of the truncated episode bootstraps fully from V(s_L), whatever td_lambda.
+    assert targets[0, 5].item() == pytest.approx((ep.reward[0, 5] + 0.99 * v_final[0]).item(), rel=1e-6)
+    # The episode that terminated at the same index does not bootstrap at all.
+    assert targets[2, 5].item() == pytest.approx(ep.reward[2, 5].item(), rel=1e-6)
+    if td_lambda == 0.0:
+        v = torch.gather(target_q, -1, ep.actions.unsqueeze(-1)).squeeze(-1).sum(-1)
+        torch.testing.assert_close(targets, (ep.reward + 0.99 * (1 - ep.terminated) * v[:, 1:]) * ep.mask)
+
+
+def scramble(batch, rows, seed=0):
+    """Large random values in ``rows`` ``[B, T+1]`` (bool) of every per-step field."""
+    g = torch.Generator().manual_seed(seed)
+    b, t = batch["obs"].shape[:2]
+    n, a = batch["avail_actions"].shape[2:]
+    r = rows.view(b, t)
+    batch.data["obs"][r] = 1e3 * torch.randn(batch["obs"][r].shape, generator=g)
+    batch.data["state"][r] = 1e3 * torch.randn(batch["state"][r].shape, generator=g)
+    batch.data["reward"][r] = 1e3 * torch.randn(batch["reward"][r].shape, generator=g)
+    actions = torch.randint(0, a, (int(r.sum()), n), generator=g)
+    batch.data["actions"][r] = actions.unsqueeze(-1)
+    batch.data["actions_onehot"][r] = torch.nn.functional.one_hot(actions, a).float()
+    batch.data["avail_actions"][r] = torch.randint(0, 2, (int(r.sum()), n, a), generator=g, dtype=torch.int)
+    return batch
+
+
+def train_once(alg, batch, **overrides):
+    learner, logger = build(alg, seed=3, learner_log_interval=0, **overrides)
+    info = learner.train(batch, t_env=0, episode_num=0, per_weight=torch.ones(batch.batch_size).numpy())
+    return logger.stats, info, [p.detach().clone() for p in learner.params]
+
+
+def assert_same_update(a, b):
+    stats_a, info_a, params_a = a
+    stats_b, info_b, params_b = b
+    for key in ("loss_td", "td_error_abs", "q_taken_mean", "target_mean", "grad_norm"):
+        assert stats_a[key][-1][1] == pytest.approx(stats_b[key][-1][1], rel=1e-5, abs=1e-6), key
+    torch.testing.assert_close(info_a["td_errors_abs"], info_b["td_errors_abs"])
+    for pa, pb in zip(params_a, params_b):
+        torch.testing.assert_close(pa, pb)
+
+
+@pytest.mark.parametrize("td_lambda", [0.0, 0.6])
+@pytest.mark.parametrize("alg,bootstrap", [("nonmono_qmix", "q"), ("nonmono_qmix_sarsa", "sarsa")])
+def test_nothing_after_a_termination_leaks_into_the_update(alg, bootstrap, td_lambda):
+    lengths, truncated = [6, 3, 6, 5], [True, False, False, False]
+    clean = episode_batch(lengths, truncated, seed=7)
+    # Every row after a terminating transition: the terminal state (its row is "filled") and padding.
+    after = torch.arange(7).view(1, -1) >= torch.tensor(lengths).view(-1, 1)
+    after[0] = False  # the truncated episode's final state is real data: its target bootstraps from it
+    dirty = scramble(episode_batch(lengths, truncated, seed=7), after)
+    settings = dict(td_bootstrap=bootstrap, td_lambda=td_lambda, use_per=True)
+    assert_same_update(train_once(alg, clean, **settings), train_once(alg, dirty, **settings))
+
+
+@pytest.mark.parametrize("td_lambda", [0.0, 0.6])
+def test_padded_steps_do_not_affect_the_update(td_lambda):
+    # The same episodes cut to the longest one (as run.py does) and in the whole buffer with
+    # garbage in the padding: one update must not tell them apart.
+    lengths, truncated = [4, 2, 5], [False, False, False]
+    cut = episode_batch(lengths, truncated, time_limit=9, seed=8)
+    whole = episode_batch(lengths, truncated, time_limit=9, seed=8, cut=False)
+    assert cut.max_seq_length == 6 and whole.max_seq_length == 10
+    padding = whole["filled"][:, :, 0] == 0
+    scramble(whole, padding)
+    settings = dict(td_bootstrap="sarsa", td_lambda=td_lambda, use_per=True)
+    assert_same_update(train_once("nonmono_qmix_sarsa", cut, **settings),
+                       train_once("nonmono_qmix_sarsa", whole, **settings))

@@ -1,6 +1,9 @@
 """IGM diagnostics computed from outside a stock learner (fake host objects)."""
 
 import logging
+import os
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -102,7 +105,94 @@ def test_dueling_q_tot_adds_value_and_advantage():
 
     joint = torch.tensor([[0, 0], [1, 2]])
     qs = AGENT_Q[torch.arange(2), joint].unsqueeze(0)
-    out = diag.STOCK_Q_TOT.get("DMAQer")(DMAQer(), qs, torch.ones(1, 2, 1), joint, AGENT_Q)
+    out = diag.STOCK_Q_TOT.get("DMAQer")(DMAQer(), qs, torch.ones(1, 2, 1), joint, AGENT_Q,
+                                         avail=torch.ones_like(AGENT_Q))
     assert calls == [True, False]
     # (0,0): V = 5, A = 0; (1,2): V = 1, no action 0 chosen so A = 0
     assert out.view(-1).tolist() == pytest.approx([5.0, 1.0])
+
+
+# Each agent's best action is unavailable to it: the best available values are 1.0 and 0.5,
+# the unmasked maxima 3.0 and 2.0.
+MASKED_Q = torch.tensor([[3.0, 1.0, 0.0], [0.5, 0.0, 2.0]])
+MASKED_AVAIL = torch.tensor([[0, 1, 1], [1, 1, 0]])
+
+
+class DMAQer(torch.nn.Module):  # named as PyMARL2's QPLEX mixer
+    """V = sum_i Q_i; A = 2 * sum_i (Q_i - max_q_i): the advantage shows which max was used."""
+
+    def forward(self, qs, states, actions=None, max_q_i=None, is_v=False):
+        out = qs.sum(-1) if is_v else 2 * (qs - max_q_i).sum(-1)
+        return out.view(qs.shape[0], -1, 1)
+
+
+def test_dueling_advantage_is_measured_from_the_best_available_action():
+    joint = torch.tensor([[1, 0], [2, 1]])
+    qs = MASKED_Q[torch.arange(2), joint].unsqueeze(0)
+    out = diag.STOCK_Q_TOT.get("DMAQer")(DMAQer(), qs, torch.ones(1, 2, 1), joint, MASKED_Q, avail=MASKED_AVAIL)
+    # (1,0): V = 1.5, A = 2 * ((1 - 1) + (0.5 - 0.5)) = 0; (2,1): V = 0, A = 2 * ((0 - 1) + (0 - 0.5)) = -3.
+    # An unmasked max would give -5.5 and -10.
+    assert out.view(-1).tolist() == pytest.approx([1.5, -3.0])
+
+
+def test_stock_payoff_stats_hand_the_batch_avail_to_the_dueling_mixer():
+    class MaskedMAC(FixedMAC):
+        def forward(self, batch, t):
+            return MASKED_Q.expand(batch.batch_size, -1, -1)
+
+    batch = FakeBatch({"state": torch.ones(2, 2, 1), "avail_actions": MASKED_AVAIL.expand(2, 2, -1, -1).clone()}, 2, 2)
+    learner = StockLearner(MaskedMAC(), {}, RecordingLogger(), args(), mixer=DMAQer())
+    stats = diag.stock_payoff_stats(learner, batch, torch.as_tensor(resolve_payoff("qtran")))
+    assert stats["q_tot_1_0"] == pytest.approx(1.5)
+    assert stats["q_tot_2_1"] == pytest.approx(-3.0)
+
+
+def test_dueling_rejects_avail_of_another_shape():
+    joint = torch.tensor([[1, 0]])
+    qs = MASKED_Q[torch.arange(2), joint].unsqueeze(0)
+    with pytest.raises(ValueError, match=r"avail_actions has shape \[2, 2\], expected \[2, 3\]"):
+        diag.STOCK_Q_TOT.get("DMAQer")(DMAQer(), qs, torch.ones(1, 1, 1), joint, MASKED_Q, avail=MASKED_AVAIL[:, :2])
+
+
+@pytest.fixture
+def stock_dmaqer():
+    """PyMARL2's QPLEX mixer class, imported from $PYMARL2_DIR/src (skips without it)."""
+    host = os.environ.get("PYMARL2_DIR")
+    if not host or not (Path(host) / "src" / "modules" / "mixers" / "dmaq_general.py").is_file():
+        pytest.skip("set PYMARL2_DIR to a clean hijkzzz/pymarl2 checkout (commit 8ccac7c) to use its QPLEX mixer")
+    src = str(Path(host) / "src")
+    host_names = lambda: [n for n in sys.modules if n.split(".")[0] == "modules"]  # noqa: E731
+    others = {n: sys.modules.pop(n) for n in host_names()}
+    sys.path.insert(0, src)
+    try:
+        from modules.mixers.dmaq_general import DMAQer as StockDMAQer
+    finally:
+        sys.path.remove(src)
+    yield StockDMAQer
+    for name in host_names():
+        del sys.modules[name]
+    sys.modules.update(others)
+
+
+def test_dueling_q_tot_equals_the_qplex_learner_on_the_real_mixer(stock_dmaqer):
+    # qplex.yaml's mixer settings, two agents with three actions, a 4-dim state.
+    qplex = SimpleNamespace(n_agents=2, n_actions=3, state_shape=4, mixing_embed_dim=32, hypernet_embed=64,
+                            adv_hypernet_layers=2, adv_hypernet_embed=64, num_kernel=4, is_minus_one=True,
+                            weighted_head=True, is_adv_attention=True, is_stop_gradient=True)
+    torch.manual_seed(0)
+    mixer = stock_dmaqer(qplex)
+    joint = torch.cartesian_prod(torch.arange(3), torch.arange(3))  # [9, 2]
+    qs = MASKED_Q[torch.arange(2), joint].unsqueeze(0)  # [1, 9, 2]
+    states = torch.randn(1, 1, 4).expand(1, 9, 4)
+    onehot = torch.nn.functional.one_hot(joint, 3).float().unsqueeze(0)
+    # dmaq_qatten_learner: unavailable actions set to -9999999 before the max over actions.
+    masked = MASKED_Q.clone()
+    masked[MASKED_AVAIL == 0] = -9999999
+    max_q_i = masked.max(-1).values.expand(1, 9, 2)
+    with torch.no_grad():
+        learner_q_tot = mixer(qs, states, is_v=True) + mixer(qs, states, actions=onehot, max_q_i=max_q_i, is_v=False)
+        ours = diag.STOCK_Q_TOT.get("DMAQer")(mixer, qs, states, joint, MASKED_Q, avail=MASKED_AVAIL)
+        unmasked = mixer(qs, states, is_v=True) + mixer(
+            qs, states, actions=onehot, max_q_i=MASKED_Q.max(-1).values.expand(1, 9, 2), is_v=False)
+    torch.testing.assert_close(ours, learner_q_tot)
+    assert (ours - unmasked).abs().max() > 0.1  # the mask matters for this mixer at this state

@@ -33,6 +33,8 @@ SHORT = [
     "target_update_interval=20",
 ]
 LEARNER_STATS = {"loss_td", "td_error_abs", "q_taken_mean", "target_mean", "grad_norm"}
+OUR_STATS = {"td_error_abs_mean", "joint_q_taken_mean", "joint_target_mean", "target_update_count",
+             "igm_violation_rate", "igm_violation_rate_lower_bound"}
 RND_STATS = {"rnd_reward_mean", "rnd_reward_std", "rnd_loss"}
 
 
@@ -96,7 +98,7 @@ def test_trains_on_matrix_game_and_sacred_records_metrics(host, alg, name, extra
     run_dir = latest_run(root, "one_step_matrix_game", name)
     assert json.loads((run_dir / "run.json").read_text())["status"] == "COMPLETED"
     info = json.loads((run_dir / "info.json").read_text())
-    expected = LEARNER_STATS | (RND_STATS if "rnd" in alg else set())
+    expected = LEARNER_STATS | (RND_STATS if "rnd" in alg else set()) | (OUR_STATS if alg.startswith("nonmono") else set())
     assert expected <= set(info), sorted(info)
     assert "test_return_mean" in info
     config = json.loads((run_dir / "config.json").read_text())
@@ -150,7 +152,7 @@ def test_matrix_game_run_records_igm_diagnostics(host):
                     "runner=episode", "batch_size_run=1", "env_args.preset=climbing")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     info = json.loads((latest_run(root, "matrix_game", "nonmono_qmix") / "info.json").read_text())
-    expected = {"igm_violation_rate", "igm_consistent", "greedy_optimal", "payoff_max_abs_error",
+    expected = {"igm_violation_rate", "igm_violation_rate_lower_bound", "igm_consistent", "greedy_optimal", "payoff_max_abs_error",
                 "greedy_joint_index", "q_tot_0_0", "q_tot_2_2", "test_optimal_mean"}
     assert expected <= set(info), sorted(info)
 
@@ -175,10 +177,65 @@ def test_per_run_saves_models_and_a_new_run_resumes_from_them(host):
     saved = sorted((root / "results" / "models").glob("per_save__*"))[-1]
     step = max((p for p in saved.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
     assert {"agent.th", "nonmono_learner.th"} <= {p.name for p in step.iterdir()}
-    proc = run_main(root, "--config=nonmono_qmix_rnd", "--env-config=one_step_matrix_game", "with", *SHORT,
+    saved_counts = json.loads((latest_run(root, "one_step_matrix_game", "per_save") / "info.json").read_text())[
+        "target_update_count"]
+    # Resume for 160 more steps: run.py restarts its episode counter at 0 after loading.
+    longer = [a for a in SHORT if not a.startswith("t_max=")] + ["t_max=280"]
+    proc = run_main(root, "--config=nonmono_qmix_rnd", "--env-config=one_step_matrix_game", "with", *longer,
                     f"checkpoint_path={saved}", "name=resumed")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert f"Loading model from {step}" in proc.stdout + proc.stderr
+    info = json.loads((latest_run(root, "one_step_matrix_game", "resumed") / "info.json").read_text())
+    counts, ts = info["target_update_count"], info["target_update_count_T"]
+    # One-step episodes on 8 parallel envs: each train call comes 8 episodes after the previous
+    # one, so with target_update_interval=20 the targets are copied on every third call.
+    calls = (ts[-1] - ts[0]) // 8
+    assert calls >= 12 and counts[0] >= saved_counts[-1], (ts, counts, saved_counts)
+    assert calls // 3 <= counts[-1] - counts[0] <= -(-calls // 3), (ts, counts)
+    assert "updated target networks" not in proc.stdout + proc.stderr
+
+
+# nq_learner's statistics, by name, and the settings under which our learner computes the
+# same update: VDN mixing, double-Q bootstrap, the same lambda.
+NQ_COMPARISON = """
+import copy, json, sys
+import numpy as np, torch
+sys.path[:0] = ["", sys.argv[1]]
+from learners.nq_learner import NQLearner
+from fake_host import RecordingLogger, TinyAgent, episode_batch, make_args, scheme
+from pymarl_nonmono.hosts.pymarl2.controller import NonMonoMAC
+from pymarl_nonmono.hosts.pymarl2.learner import NonMonoLearner
+out = {}
+for use_per in (False, True):
+    torch.manual_seed(0)
+    args = make_args("nonmono_qmix", mixer="vdn", td_bootstrap="q", double_q=True, td_lambda=0.6, use_per=use_per)
+    mac = NonMonoMAC(scheme(), {"agents": 3}, args, agent_builder=TinyAgent)
+    # Mixed lengths, one episode cut by the time limit at the last index.
+    batch = episode_batch([6, 3, 6, 5], truncated=[True, False, False, False], seed=2)
+    weights = np.array([0.5, 1.0, 1.5, 2.0], dtype=np.float32) if use_per else None
+    logs = {}
+    for name, cls in (("stock", NQLearner), ("ours", NonMonoLearner)):
+        logs[name] = RecordingLogger()
+        cls(copy.deepcopy(mac), scheme(), logs[name], args).train(batch, 0, 0, per_weight=weights)
+    out[str(use_per)] = {k: [float(logs[n].stats[k][-1][1]) for n in ("stock", "ours")] for k in logs["stock"].stats}
+with open(sys.argv[2], "w") as f:
+    json.dump(out, f)
+"""
+
+
+def test_statistics_shared_with_nq_learner_are_computed_as_it_computes_them(host, tmp_path):
+    # The real nq_learner and ours on the same batch, the same agent network and the same
+    # settings: every statistic both log must agree.
+    root, _ = host
+    result = tmp_path / "stats.json"
+    hosts = Path(__file__).resolve().parents[1] / "hosts"
+    proc = subprocess.run([sys.executable, "-c", NQ_COMPARISON, str(hosts), str(result)], cwd=root / "src",
+                          capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for use_per, stats in json.loads(result.read_text()).items():
+        assert set(stats) == LEARNER_STATS, stats
+        for key, (stock, ours) in stats.items():
+            assert ours == pytest.approx(stock, rel=1e-5, abs=1e-6), (use_per, key, stock, ours)
 
 
 # Keep last: pytest runs a module in file order, and the runs above need the patches.

@@ -1,7 +1,8 @@
 """IGM diagnostics the learner logs with its other statistics.
 
-Every run gets ``igm_violation_rate`` on its training batch (see
-:func:`~pymarl_nonmono.numerics.igm.igm_violation_rate`). Single-state games whose
+Every run gets ``igm_violation_rate_lower_bound`` on its training batch, and
+``igm_violation_rate`` where it is exact (A^N <= 4096; see
+:mod:`pymarl_nonmono.numerics.igm`). Single-state games whose
 payoff is known get the full picture at their one state: the recovered Q_tot table,
 its largest error against the payoff, the agents' greedy joint action, and whether it
 is IGM-consistent and optimal. Which environments have a known payoff is this module's
@@ -24,7 +25,8 @@ import torch
 import torch.nn.functional as F
 
 from ...envs.matrix import resolve_payoff
-from ...numerics.igm import igm_summary, igm_violation_rate, joint_actions, joint_q_table
+from ...errors import check_shape
+from ...numerics.igm import igm_summary, igm_violation_rates, joint_actions, joint_q_table
 from ...registry import Registry
 
 log = logging.getLogger(__name__)
@@ -73,12 +75,19 @@ class IGMDiagnostics:
         self.generator = torch.Generator().manual_seed(seed)
 
     def __call__(self, mixer, q: torch.Tensor, ep) -> dict:
-        """``q``: agent Q-values ``[B, T+1, N, A]`` of the batch ``ep`` (detached)."""
-        stats = {
-            "igm_violation_rate": igm_violation_rate(
-                mixer, q[:, :-1], ep.state[:, :-1], ep.avail_actions[:, :-1], ep.mask, generator=self.generator
-            )
-        }
+        """``q``: agent Q-values ``[B, T+1, N, A]`` of the batch ``ep`` (detached).
+
+        ``igm_violation_rate`` only where it is exact (every joint action checked);
+        ``igm_violation_rate_lower_bound`` (single-agent deviations) always, on the same
+        sampled states, so the two are comparable where both exist and large games still
+        get a number whose name says what it is.
+        """
+        rates = igm_violation_rates(
+            mixer, q[:, :-1], ep.state[:, :-1], ep.avail_actions[:, :-1], ep.mask, generator=self.generator
+        )
+        stats = {"igm_violation_rate_lower_bound": rates.unilateral}
+        if rates.exact is not None:
+            stats["igm_violation_rate"] = rates.exact
         if self.payoff is not None:
             stats.update(payoff_stats(mixer, q[0, 0], ep.state[0, 0], ep.avail_actions[0, 0], self.payoff))
         return stats
@@ -87,19 +96,23 @@ class IGMDiagnostics:
 # ----------------------------------------------------------------- stock learners, from outside
 
 # How a stock mixer computes Q_tot of given agent values: (mixer, qs [1, K, N], states [1, K, S],
-# joint actions [K, N], agent Q-values [N, A]) -> [1, K, 1]. Keyed by the mixer's class name.
+# joint actions [K, N], agent Q-values [N, A], available actions [N, A]) -> [1, K, 1]. Keyed by
+# the mixer's class name.
 QTotFn = Callable[..., torch.Tensor]
 STOCK_Q_TOT: Registry[QTotFn] = Registry("stock mixer with a computable Q_tot")
 
 
-def _plain(mixer, qs, states, joint, agent_q):
+def _plain(mixer, qs, states, joint, agent_q, avail):
     return mixer(qs, states)
 
 
-def _dueling(mixer, qs, states, joint, agent_q):
-    # QPLEX: Q_tot = V + A, as dmaq_qatten_learner combines its two mixer calls.
+def _dueling(mixer, qs, states, joint, agent_q, avail):
+    # QPLEX: Q_tot = V + A, as dmaq_qatten_learner combines its two mixer calls. Its advantage
+    # is each agent's gap to its best *available* action (the learner masks unavailable actions
+    # before taking max_q_i); an unmasked max would measure it from an action the agent cannot take.
+    check_shape("avail_actions", avail, tuple(agent_q.shape))
     onehot = F.one_hot(joint, agent_q.shape[-1]).to(qs.dtype).unsqueeze(0)
-    max_q = agent_q.max(-1).values.expand_as(qs)
+    max_q = agent_q.masked_fill(avail == 0, float("-inf")).max(-1).values.expand_as(qs)
     return mixer(qs, states, is_v=True).view(1, -1, 1) + mixer(
         qs, states, actions=onehot, max_q_i=max_q, is_v=False).view(1, -1, 1)
 
@@ -118,8 +131,8 @@ def stock_payoff_stats(learner, batch, payoff: torch.Tensor) -> dict:
         mac.init_hidden(batch.batch_size)
         agent_q = mac.forward(batch, t=0)[0].detach().float()  # [N, A]
     joint = joint_actions(*agent_q.shape, device=agent_q.device)
-    mixer = functools.partial(fn, learner.mixer, joint=joint, agent_q=agent_q)
     state, avail = batch["state"][0, 0], batch["avail_actions"][0, 0]
+    mixer = functools.partial(fn, learner.mixer, joint=joint, agent_q=agent_q, avail=avail)
     return payoff_stats(mixer, agent_q, state, avail, payoff)
 
 

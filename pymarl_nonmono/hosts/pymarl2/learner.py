@@ -86,6 +86,7 @@ class NonMonoLearner:
         self.diagnostics = IGMDiagnostics(args.env, args.env_args, seed=int(args.seed))
         self._priority_range = [float("inf"), float("-inf")]  # min, max seen (return_priority)
         self.last_target_update_episode = 0
+        self.episodes_since_target_update = self.last_episode_num = self.target_update_count = 0  # see _episodes_elapsed
         self.log_stats_t = -self.cfg.learner_log_interval - 1
         log.info(
             "nonmono_learner: mixer=%s (%d parameters), td_bootstrap=%s, td_lambda=%s, rnd=%s",
@@ -118,18 +119,29 @@ class NonMonoLearner:
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_norm_clip)
         self.optimiser.step()
 
-        if (episode_num - self.last_target_update_episode) / self.cfg.target_update_interval >= 1.0:
+        # Counted from the counter's steps, not its value: PyMARL2 restarts it at 0 on resume.
+        self.episodes_since_target_update += self._episodes_elapsed(episode_num)
+        if self.episodes_since_target_update >= self.cfg.target_update_interval:
             self._update_targets()
             self.last_target_update_episode = episode_num
 
         if t_env - self.log_stats_t >= self.cfg.learner_log_interval:
             n = mask_sum.item()
+            n_agents = int(self.args.n_agents)
             stats = {
                 "loss_td": loss.item(),
                 "grad_norm": float(grad_norm),
-                "td_error_abs": td_error.abs().sum().item() / n,
-                "q_taken_mean": (q_tot * mask).sum().item() / n,
-                "target_mean": (targets * mask).sum().item() / n,
+                # Names shared with PyMARL2's nq_learner carry its formulas, so `report` can put
+                # runs side by side: its "td_error_abs" is the (PER-weighted) masked mean of
+                # 0.5 * td_error^2, its Q means are divided by the number of agents.
+                "td_error_abs": sq.abs().sum().item() / n,
+                "q_taken_mean": (q_tot * mask).sum().item() / (n * n_agents),
+                "target_mean": (targets * mask).sum().item() / (n * n_agents),
+                # What those names suggest, under names of our own.
+                "td_error_abs_mean": td_error.abs().sum().item() / n,
+                "joint_q_taken_mean": (q_tot * mask).sum().item() / n,
+                "joint_target_mean": (targets * mask).sum().item() / n,
+                "target_update_count": float(self.target_update_count),
                 **rnd_stats,
                 **self.diagnostics(self.mixer, q.detach(), ep),
             }
@@ -196,7 +208,23 @@ class NonMonoLearner:
     def _update_targets(self):
         self.target_mac.load_state(self.mac)
         self.target_mixer.load_state_dict(self.mixer.state_dict())
-        log.debug("updated target networks")
+        # No log line: PyMARL2's console shows DEBUG, and one line per update was over a
+        # quarter of a run's output. `target_update_count` (a statistic) tells the story.
+        self.episodes_since_target_update = 0
+        self.target_update_count += 1
+
+    def _episodes_elapsed(self, episode_num: int) -> int:
+        """Episodes the host ran since the previous ``train``, from its counter ``episode_num``.
+
+        A counter below the last one seen means the host restarted it -- PyMARL2's run.py
+        sets ``episode = 0`` after ``load_models`` -- so the episodes since the restart are
+        ``episode_num`` itself (a restart is assumed to count from 0).
+        """
+        elapsed = episode_num - self.last_episode_num
+        if elapsed < 0:
+            elapsed = episode_num
+        self.last_episode_num = episode_num
+        return elapsed
 
     # -- PyMARL2 learner protocol -------------------------------------------------
     def cuda(self):
@@ -215,6 +243,10 @@ class NonMonoLearner:
             "target_agent": self.target_mac.agent.state_dict(),
             "optimiser": self.optimiser.state_dict(),
             "last_target_update_episode": self.last_target_update_episode,
+            # The target schedule, counter-independent (see _episodes_elapsed).
+            "episodes_since_target_update": self.episodes_since_target_update,
+            "last_episode_num": self.last_episode_num,
+            "target_update_count": self.target_update_count,
         }
         if self.rnd is not None:
             state["rnd"] = self.rnd.full_state_dict()
@@ -228,6 +260,20 @@ class NonMonoLearner:
         self.target_mac.agent.load_state_dict(state["target_agent"])
         self.optimiser.load_state_dict(state["optimiser"])
         self.last_target_update_episode = state["last_target_update_episode"]
+        if "episodes_since_target_update" in state:
+            self.episodes_since_target_update = state["episodes_since_target_update"]
+            self.last_episode_num = state["last_episode_num"]
+            self.target_update_count = state["target_update_count"]
+        else:
+            # Saved before the schedule was checkpointed: count as if the targets had just
+            # been copied, the closest guess that never skips an interval.
+            log.warning("%s has no 'episodes_since_target_update' (an older checkpoint): the next "
+                        "target update comes %d episodes from now", path, self.cfg.target_update_interval)
+            self.episodes_since_target_update = 0
+            self.last_episode_num = self.last_target_update_episode
+        log.info("loaded %s: target networks copied %d episodes before the checkpoint, next copy in %d episodes",
+                 path, self.episodes_since_target_update,
+                 max(self.cfg.target_update_interval - self.episodes_since_target_update, 0))
         if self.rnd is not None:
             if "rnd" not in state:
                 raise ValueError(f"{path} has no RND state but use_rnd=True; it was saved by a run without RND")
