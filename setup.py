@@ -51,8 +51,9 @@ setup(
     ],
     extras_require={
         # nx-27017 is a MongoDB wire-protocol server the tracking tests start on loopback.
-        "test": ["pytest>=7", "nx-27017", "submitit", "tqdm", "matplotlib"],
-        "bench": ["pymongo", "submitit", "tqdm", "matplotlib"],
+        # rliable (report statistics) pins arch<8, and arch 7 fails to import on pandas 3.
+        "test": ["pytest>=7", "nx-27017", "submitit", "tqdm", "matplotlib", "rliable>=1.2", "pandas<3"],
+        "bench": ["pymongo", "submitit", "tqdm", "matplotlib", "rliable>=1.2", "pandas<3"],
         # What PyMARL2 itself imports on every run (stag_hunt needs pygame, the action
         # selectors matplotlib); StarCraft's smac and gfootball are installed separately.
         "pymarl2": ["pygame", "matplotlib"],

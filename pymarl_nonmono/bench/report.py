@@ -1,22 +1,26 @@
-"""Learning curves and a final-performance table from Sacred records (FileStorage or MongoDB).
+"""Learning curves and statistics of final performance from Sacred records (FileStorage or MongoDB).
 
 For one metric (e.g. ``test_battle_won_mean``, ``test_return_mean``) against environment
-steps: per environment, one PNG with each algorithm's mean curve and 95% confidence band
-across seeds, and a Markdown table of final performance and area under the curve
-(mean ± 95% CI, number of seeds).
+steps, per environment: the IQM curve of each algorithm across seeds with a band (the 25-75%
+interquartile range across seeds, or the 95% bootstrap CI of the IQM), a table of final
+performance and area under the curve (IQM, median and mean with 95% stratified-bootstrap
+CIs, after Agarwal et al. 2021, computed by :mod:`.stats` with rliable), the probability of
+improvement of every pair of algorithms and performance profiles; pooled over the
+environments (tasks) too when there are several.
 
 Alignment: runs log their test statistics at slightly different steps and may have
 different lengths, so each run is interpolated linearly onto a common step grid, never
-extrapolated. A curve is drawn as far as every included run of that algorithm reaches; the
-table is taken at the common horizon of the environment (the shortest included run) so
-that all algorithms are compared over the same steps.
+extrapolated. A curve is drawn as far as every included run of that algorithm reaches; a
+run's final performance and AUC are taken at the common horizon of the environment (the
+shortest included run) so that all algorithms are compared over the same steps.
 
-Only finished runs (Sacred status COMPLETED) that record the metric are averaged; failed,
+Only finished runs (Sacred status COMPLETED) that record the metric count; failed,
 unfinished and superseded runs are listed with their reason, never averaged in.
 """
 
 from __future__ import annotations
 
+import csv
 import datetime as _dt
 import json
 import logging
@@ -28,7 +32,7 @@ from typing import Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 
-from . import MissingDependency
+from . import MissingDependency, stats
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +89,7 @@ class RunRecord:
     metric_names: set[str] = field(default_factory=set)
     series: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     note: str = ""                 # why it is not included, once decided
+    suite: str = ""                # PyMARL2's env config (``env``: sc2, matrix_game, ...)
 
     def label(self) -> str:
         return f"{self.alg} seed {self.seed}" if self.seed is not None else f"{self.alg} ({self.ref})"
@@ -152,6 +157,7 @@ def load_file_storage(roots: Iterable[str | Path], sweep: Optional[str] = None) 
                 continue
             record = RunRecord(str(folder), alg, env, seed, str(run.get("status", "?")), str(run.get("start_time", "")),
                                sweep_id, _last_line(run.get("fail_trace")), _parse_time(run.get("heartbeat")))
+            record.suite = str(config.get("env") or "")
             metrics = _read_json(folder / "metrics.json")
             for name, entry in metrics.items():
                 if isinstance(entry, Mapping) and entry.get("steps"):
@@ -211,6 +217,7 @@ class MongoSource:
             record = RunRecord(f"MongoDB run {doc['_id']}", alg, env, seed, str(doc.get("status", "?")),
                                str(doc.get("start_time", "")), sweep_id, _last_line(doc.get("fail_trace")),
                                _parse_time(doc.get("heartbeat")))
+            record.suite = str((doc.get("config") or {}).get("env") or "")
             self._ids[doc["_id"]] = record
             records.append(record)
         if self._ids:
@@ -260,19 +267,45 @@ def choose_metric(records: Sequence[RunRecord], metric: Optional[str]) -> str:
 @dataclass
 class Curve:
     alg: str
-    steps: np.ndarray
-    mean: np.ndarray
-    half: np.ndarray               # CI half-width (nan where n < 2)
-    n: int
+    steps: np.ndarray              # [P]
+    values: np.ndarray             # [R, P]: each included run interpolated onto ``steps``
+    seeds: list
     excluded: list[RunRecord]
+    centre: Optional[np.ndarray] = None   # [P] IQM across runs
+    low: Optional[np.ndarray] = None      # [P] lower edge of the band
+    high: Optional[np.ndarray] = None     # [P] upper edge of the band
+
+    @property
+    def n(self) -> int:
+        return int(self.values.shape[0])
 
 
 @dataclass
 class Row:
     alg: str
-    final: tuple[float, float, int]
-    auc: tuple[float, float, int]
+    seeds: list
+    finals: np.ndarray             # [R] final performance of each included run
+    aucs: np.ndarray               # [R] area under its curve (mean of the curve)
     excluded: list[RunRecord]
+    final: dict = field(default_factory=dict)   # statistic name -> stats.Estimate
+    auc: dict = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        return int(len(self.finals))
+
+
+@dataclass
+class Comparison:
+    """Between-algorithm statistics of final performance over one or several tasks."""
+
+    scores: dict                   # alg -> [R, T] final values
+    improvement: dict              # (x, y) -> stats.Estimate of P(x > y)
+    taus: np.ndarray               # [K] thresholds of the performance profiles
+    profiles: dict                 # alg -> (fraction above tau, low, high), each [K]
+    aggregates: dict = field(default_factory=dict)   # alg -> statistic -> stats.Estimate
+    dropped: list = field(default_factory=list)      # notes on runs left out to make [R, T] rectangular
+    png: Optional[str] = None
 
 
 @dataclass
@@ -284,6 +317,7 @@ class EnvReport:
     horizon: tuple[float, float]   # [start, end] of the common steps
     excluded: list[RunRecord]
     png: Optional[str] = None
+    comparison: Optional[Comparison] = None
 
 
 def classify(records: Sequence[RunRecord], metric: str, now: Optional[_dt.datetime] = None) -> tuple[list, list]:
@@ -339,11 +373,17 @@ def _trapezoid(values: np.ndarray, steps: np.ndarray) -> float:
     return float(np.sum((values[1:] + values[:-1]) * np.diff(steps)) / 2.0)
 
 
+def _seed_key(seed) -> tuple:
+    return (seed is None, seed if seed is not None else 0)
+
+
 def env_report(env: str, metric: str, included: Sequence[RunRecord], excluded: Sequence[RunRecord],
                points: int = DEFAULT_POINTS) -> EnvReport:
+    """Per-run curves on the common grid, and each run's final value and AUC (no statistics yet)."""
     algs = sorted({r.alg for r in list(included) + list(excluded)})
+    empty = np.zeros(0)
     if not included:
-        rows = [Row(a, (math.nan, math.nan, 0), (math.nan, math.nan, 0), [r for r in excluded if r.alg == a]) for a in algs]
+        rows = [Row(a, [], empty, empty, [r for r in excluded if r.alg == a]) for a in algs]
         return EnvReport(env, metric, [], rows, (math.nan, math.nan), list(excluded))
     spans = [_span(r, metric) for r in included]
     start = max(s for s, _ in spans)
@@ -351,28 +391,89 @@ def env_report(env: str, metric: str, included: Sequence[RunRecord], excluded: S
     if common_end < start:  # runs that do not overlap at all: compare where each ends
         common_end = start
     grid = np.linspace(start, max(e for _, e in spans), max(2, points))
+    at = np.union1d(grid[grid <= common_end], [common_end])
+    width = at[-1] - at[0]
     curves, rows = [], []
     for alg in algs:
-        runs = [r for r in included if r.alg == alg]
+        runs = sorted((r for r in included if r.alg == alg), key=lambda r: _seed_key(r.seed))
         gone = [r for r in excluded if r.alg == alg]
         if not runs:
-            rows.append(Row(alg, (math.nan, math.nan, 0), (math.nan, math.nan, 0), gone))
+            rows.append(Row(alg, [], empty, empty, gone))
             continue
         end = max(start, min(_span(r, metric)[1] for r in runs))
         steps = np.union1d(grid[grid <= end], [end])
-        values = np.stack([_interp(r, metric, steps) for r in runs])
-        stats = [mean_ci(values[:, i]) for i in range(len(steps))]
-        curves.append(Curve(alg, steps, np.array([s[0] for s in stats]), np.array([s[1] for s in stats]),
-                            len(runs), gone))
-        at = np.union1d(grid[grid <= common_end], [common_end])
-        finals, aucs = [], []
-        for r in runs:
-            vals = _interp(r, metric, at)
-            finals.append(float(vals[-1]))
-            width = at[-1] - at[0]
-            aucs.append(_trapezoid(vals, at) / width if width > 0 else float(vals[-1]))
-        rows.append(Row(alg, mean_ci(finals), mean_ci(aucs), gone))
+        curves.append(Curve(alg, steps, np.stack([_interp(r, metric, steps) for r in runs]), [r.seed for r in runs], gone))
+        # Final performance of a run: its curve at the environment's common horizon, so that
+        # every algorithm is compared at the same step; AUC: the mean of its curve up to there.
+        vals = np.stack([_interp(r, metric, at) for r in runs])
+        finals = vals[:, -1]
+        aucs = (np.sum((vals[:, 1:] + vals[:, :-1]) * np.diff(at), axis=1) / 2.0 / width) if width > 0 else finals.copy()
+        rows.append(Row(alg, [r.seed for r in runs], finals, aucs, gone))
     return EnvReport(env, metric, curves, rows, (start, common_end), list(excluded))
+
+
+def _compare(scores: dict, reps: int, seed: int, aggregated: Optional[dict] = None) -> Comparison:
+    taus = stats.thresholds(scores)
+    return Comparison(scores, stats.improvement_matrix(scores, reps, seed), taus,
+                      stats.performance_profiles(scores, taus, reps, seed),
+                      aggregated if aggregated is not None else stats.aggregates(scores, reps, seed))
+
+
+def add_statistics(env: EnvReport, band: str = "iqr", reps: int = stats.BOOTSTRAP_REPS,
+                   seed: int = stats.BOOTSTRAP_SEED) -> None:
+    """IQM/median/mean with bootstrap CIs per row, curve bands, and the comparison of algorithms."""
+    rows = [row for row in env.rows if row.n]
+    if not rows:
+        return
+    finals = stats.aggregates({row.alg: row.finals[:, None] for row in rows}, reps, seed)
+    aucs = stats.aggregates({row.alg: row.aucs[:, None] for row in rows}, reps, seed)
+    for row in rows:
+        row.final, row.auc = finals[row.alg], aucs[row.alg]
+    bands = stats.curve_bands({c.alg: c.values for c in env.curves}, band, reps, seed)
+    for curve in env.curves:
+        curve.centre, curve.low, curve.high = bands[curve.alg]
+    env.comparison = _compare({row.alg: row.finals[:, None] for row in rows}, reps, seed, finals)
+
+
+def across_tasks(envs: Sequence[EnvReport], reps: int = stats.BOOTSTRAP_REPS,
+                 seed: int = stats.BOOTSTRAP_SEED) -> Optional[Comparison]:
+    """Final performance pooled over the environments (tasks) every algorithm here ran on.
+
+    rliable needs one [R, T] matrix per algorithm: with unequal numbers of finished runs per
+    task, an algorithm keeps its first R (by seed) on every task, R its smallest count; the
+    runs left out are listed. Values are pooled unnormalised: meaningful when the tasks share
+    a scale (win rates, one game's payoffs).
+    """
+    envs = [e for e in envs if any(row.n for row in e.rows)]
+    if len(envs) < 2:
+        return None
+    per_alg = [{row.alg: row for row in e.rows if row.n} for e in envs]
+    common = sorted(set.intersection(*(set(d) for d in per_alg)))
+    dropped = [f"{alg}: not run to the end on every environment" for alg in sorted(set().union(*per_alg)) if alg not in common]
+    scores = {}
+    for alg in common:
+        rows = [d[alg] for d in per_alg]
+        r = min(row.n for row in rows)
+        for e, row in zip(envs, rows):
+            if row.n > r:
+                dropped.append(f"{alg} on {e.env}: seeds {', '.join(str(s) for s in row.seeds[r:])} "
+                               f"(only {r} finished runs on another environment)")
+        scores[alg] = np.stack([row.finals[:r] for row in rows], axis=1)
+    if not scores:
+        return None
+    comparison = _compare(scores, reps, seed)
+    comparison.dropped = dropped
+    return comparison
+
+
+def _est(e) -> str:
+    if e is None or math.isnan(e.point):
+        return "–"
+    return f"{_num(e.point)} [{_num(e.low)}, {_num(e.high)}]"
+
+
+def _prob(e) -> str:
+    return f"{e.point:.2f} [{e.low:.2f}, {e.high:.2f}]"
 
 
 @dataclass
@@ -382,21 +483,55 @@ class Report:
     sweep: Optional[str]
     envs: list[EnvReport]
     n_runs: int
+    band: str = "iqr"
+    reps: int = stats.BOOTSTRAP_REPS
+    overall: Optional[Comparison] = None
 
     def table(self, env: EnvReport) -> str:
-        head = f"| algorithm | final {self.metric} | AUC | seeds | not included |\n|---|---|---|---|---|\n"
-        lines = []
-        for row in env.rows:
-            gone = _count_notes(row.excluded)
-            lines.append(f"| {row.alg} | {_fmt(row.final)} | {_fmt(row.auc)} | {row.final[2]} | {gone} |")
+        """Final performance and AUC: IQM [95% bootstrap CI] across seeds, seeds, runs not included."""
+        head = (f"| algorithm | final {self.metric}: IQM [95% CI] | AUC: IQM [95% CI] | seeds | not included |\n"
+                "|---|---|---|---|---|\n")
+        lines = [f"| {row.alg} | {_est(row.final.get('IQM'))} | {_est(row.auc.get('IQM'))} | {row.n} | "
+                 f"{_count_notes(row.excluded)} |" for row in env.rows]
         return head + "\n".join(lines) + "\n"
+
+    def more_table(self, env: EnvReport) -> str:
+        head = ("| algorithm | final: median [95% CI] | final: mean [95% CI] | AUC: median [95% CI] | AUC: mean [95% CI] |\n"
+                "|---|---|---|---|---|\n")
+        lines = [f"| {row.alg} | {_est(row.final.get('median'))} | {_est(row.final.get('mean'))} | "
+                 f"{_est(row.auc.get('median'))} | {_est(row.auc.get('mean'))} |" for row in env.rows if row.n]
+        return head + "\n".join(lines) + "\n"
+
+    @staticmethod
+    def improvement_table(comparison: Comparison) -> str:
+        algs = list(comparison.scores)
+        head = "| P(row > column) | " + " | ".join(algs) + " |\n|---|" + "---|" * len(algs) + "\n"
+        lines = ["| " + x + " | " + " | ".join("–" if x == y else _prob(comparison.improvement[(x, y)]) for y in algs) + " |"
+                 for x in algs]
+        return head + "\n".join(lines) + "\n"
+
+    @staticmethod
+    def aggregate_table(comparison: Comparison) -> str:
+        head = "| algorithm | runs × tasks | IQM [95% CI] | median of task means [95% CI] | mean [95% CI] |\n|---|---|---|---|---|\n"
+        lines = [f"| {alg} | {s.shape[0]} × {s.shape[1]} | {_est(comparison.aggregates[alg]['IQM'])} | "
+                 f"{_est(comparison.aggregates[alg]['median'])} | {_est(comparison.aggregates[alg]['mean'])} |"
+                 for alg, s in comparison.scores.items()]
+        return head + "\n".join(lines) + "\n"
+
+    def _band_text(self) -> str:
+        return ("25–75% interquartile range across seeds" if self.band == "iqr" else
+                f"95% stratified-bootstrap CI of the IQM ({self.reps} resamples)")
 
     def markdown(self) -> str:
         title = f"# {self.metric}" + (f" — sweep `{self.sweep}`" if self.sweep else "")
         out = [title, "",
-               f"Source: {self.source} ({self.n_runs} runs). Mean ± 95% confidence interval (Student t) across "
-               f"seeds; AUC is the mean of the learning curve over the common steps (same unit as the metric). "
-               f"Only finished runs are averaged; the others are listed under each table.", ""]
+               f"Source: {self.source} ({self.n_runs} runs). Statistics after Agarwal et al. (NeurIPS 2021), computed "
+               f"with rliable: interquartile mean (IQM: the mean of the middle 50% of runs), median and mean across "
+               f"seeds, each with a 95% stratified-bootstrap percentile interval ({self.reps} resamples). A run's "
+               f"**final** performance is its value at the environment's common horizon (the end of its shortest "
+               f"finished run); **AUC** is the mean of its learning curve up to there (same unit as the metric). "
+               f"Curves: IQM across seeds, band: {self._band_text()}. Only finished runs count; the others are "
+               f"listed under each table.", ""]
         for env in self.envs:
             out += [f"## {env.env}", ""]
             if env.png:
@@ -408,11 +543,66 @@ class Report:
                 out += [f"Final value at step {end:,.0f}, the common horizon (the shortest finished run here); "
                         f"AUC over steps {start:,.0f}–{end:,.0f}.", ""]
             out += [self.table(env)]
+            if any(row.n for row in env.rows):
+                out += [self.more_table(env)]
+            if env.comparison is not None and len(env.comparison.scores) > 1:
+                out += ["Probability of improvement of final performance (P(X > Y) + P(X = Y)/2 over pairs of runs):",
+                        "", self.improvement_table(env.comparison)]
+            if env.comparison is not None and env.comparison.png:
+                out += [f"![performance profile on {env.env}]({Path(env.comparison.png).name})", ""]
             if env.excluded:
                 out += ["Not included:", ""]
                 out += [f"- {r.label()}: {r.note} ({r.ref})" for r in sorted(env.excluded, key=lambda r: (r.alg, r.seed or 0))]
                 out += [""]
+        if self.overall is not None:
+            tasks = next(iter(self.overall.scores.values())).shape[1]
+            out += [f"## All {tasks} environments (tasks)", "",
+                    "Final values pooled over the environments unnormalised (meaningful when they share a scale); "
+                    "runs resampled within each environment.", "", self.aggregate_table(self.overall)]
+            if len(self.overall.scores) > 1:
+                out += ["Probability of improvement, averaged over environments:", "",
+                        self.improvement_table(self.overall)]
+            if self.overall.png:
+                out += [f"![performance profile over all environments]({Path(self.overall.png).name})", ""]
+            if self.overall.dropped:
+                out += ["Left out of the pooled statistics:", ""] + [f"- {d}" for d in self.overall.dropped] + [""]
         return "\n".join(out)
+
+    def _comparisons(self):
+        for env in self.envs:
+            if env.comparison is not None:
+                yield env.env, env.comparison
+        if self.overall is not None:
+            yield "all", self.overall
+
+    def write_csv(self, out_dir: Path) -> list[Path]:
+        """aggregates.csv, probability_of_improvement.csv and performance_profiles.csv in ``out_dir``."""
+        out_dir.mkdir(parents=True, exist_ok=True)
+        agg = [("scope", "algorithm", "quantity", "statistic", "estimate", "ci_low", "ci_high", "runs", "tasks")]
+        for env in self.envs:
+            for row in env.rows:
+                for quantity, ests in (("final", row.final), ("auc", row.auc)):
+                    for name, e in ests.items():
+                        agg.append((env.env, row.alg, quantity, name, e.point, e.low, e.high, row.n, 1))
+        if self.overall is not None:
+            for alg, ests in self.overall.aggregates.items():
+                shape = self.overall.scores[alg].shape
+                for name, e in ests.items():
+                    agg.append(("all", alg, "final", name, e.point, e.low, e.high, shape[0], shape[1]))
+        poi = [("scope", "x", "y", "p_x_improves_on_y", "ci_low", "ci_high")]
+        prof = [("scope", "algorithm", "tau", "fraction_above", "ci_low", "ci_high")]
+        for scope, comp in self._comparisons():
+            poi += [(scope, x, y, e.point, e.low, e.high) for (x, y), e in comp.improvement.items()]
+            for alg, (p, lo, hi) in comp.profiles.items():
+                prof += [(scope, alg, t, a, b, c) for t, a, b, c in zip(comp.taus, p, lo, hi)]
+        paths = []
+        for name, table in (("aggregates.csv", agg), ("probability_of_improvement.csv", poi),
+                            ("performance_profiles.csv", prof)):
+            path = out_dir / name
+            with path.open("w", newline="", encoding="utf-8") as f:
+                csv.writer(f).writerows(table)
+            paths.append(path)
+        return paths
 
 
 def _count_notes(records: Sequence[RunRecord]) -> str:
@@ -436,15 +626,21 @@ def _fmt(stat: tuple[float, float, int]) -> str:
 
 
 def build_report(records: Sequence[RunRecord], metric: str, source: str, sweep: Optional[str],
-                 points: int = DEFAULT_POINTS) -> Report:
+                 points: int = DEFAULT_POINTS, band: str = "iqr", reps: int = stats.BOOTSTRAP_REPS,
+                 seed: int = stats.BOOTSTRAP_SEED) -> Report:
     if not records:
         raise ReportError(f"no runs{' of sweep ' + repr(sweep) if sweep else ''} in {source}")
+    if band not in stats.BANDS:
+        raise ReportError(f"band must be one of {', '.join(stats.BANDS)}, got {band!r}")
+    stats.rliable()  # fail before any work when the statistics cannot be computed
     included, excluded = classify(records, metric)
     envs = []
     for env in sorted({r.env for r in records}):
-        envs.append(env_report(env, metric, [r for r in included if r.env == env],
-                               [r for r in excluded if r.env == env], points))
-    return Report(metric, source, sweep, envs, len(records))
+        report = env_report(env, metric, [r for r in included if r.env == env], [r for r in excluded if r.env == env],
+                            points)
+        add_statistics(report, band, reps, seed)
+        envs.append(report)
+    return Report(metric, source, sweep, envs, len(records), band, reps, across_tasks(envs, reps, seed))
 
 
 # --------------------------------------------------------------------------- plots
@@ -457,8 +653,15 @@ def _safe(name: str) -> str:
 _STYLES = ("-", "--", ":", "-.")
 
 
-def plot(report: Report, out_dir: Path) -> list[Path]:
-    """One PNG per environment in ``out_dir``; sets each EnvReport's ``png``."""
+def _seeds_text(counts: Sequence[int]) -> str:
+    counts = [c for c in counts if c]
+    if not counts:
+        return "no"
+    lo, hi = min(counts), max(counts)
+    return f"{lo}" if lo == hi else f"{lo}–{hi}"
+
+
+def _pyplot():
     try:
         import matplotlib
     except ImportError:
@@ -466,31 +669,76 @@ def plot(report: Report, out_dir: Path) -> list[Path]:
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _save(fig, path: Path, pdf: bool, paths: list) -> None:
+    fig.tight_layout()
+    fig.savefig(path)
+    paths.append(path)
+    if pdf:
+        fig.savefig(path.with_suffix(".pdf"))
+        paths.append(path.with_suffix(".pdf"))
+
+
+def _plot_profile(plt, comparison: Comparison, title: str, metric: str, path: Path, pdf: bool, paths: list) -> None:
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    for i, (alg, (p, lo, hi)) in enumerate(comparison.profiles.items()):
+        n = comparison.scores[alg].shape[0]
+        line, = ax.plot(comparison.taus, p, label=f"{alg} (n={n})", linewidth=1.6, linestyle=_STYLES[i % len(_STYLES)],
+                        drawstyle="steps-post")
+        ax.fill_between(comparison.taus, lo, hi, step="post", alpha=0.2, color=line.get_color(), linewidth=0)
+    ax.set_xlabel(f"final {metric} (τ)")
+    ax.set_ylabel("fraction of runs with score > τ")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    _save(fig, path, pdf, paths)
+    plt.close(fig)
+
+
+def plot(report: Report, out_dir: Path, pdf: bool = False) -> list[Path]:
+    """Per environment: learning curves and a performance profile (PNG, and PDF with ``pdf``).
+
+    Sets each EnvReport's ``png`` and each Comparison's ``png``.
+    """
+    plt = _pyplot()
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
+    paths: list[Path] = []
+    band = "band: 25–75% IQR" if report.band == "iqr" else "band: 95% bootstrap CI of the IQM"
     for env in report.envs:
         fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
         for i, curve in enumerate(env.curves):
             label = f"{curve.alg} (n={curve.n}" + (f"; {_count_notes(curve.excluded)} not included" if curve.excluded else "") + ")"
             # Distinct dashes keep algorithms with identical curves (common on small games) visible.
-            line, = ax.plot(curve.steps, curve.mean, label=label, linewidth=1.8, linestyle=_STYLES[i % len(_STYLES)])
-            band = ~np.isnan(curve.half)
-            if band.any():
-                ax.fill_between(curve.steps, curve.mean - np.where(band, curve.half, 0),
-                                curve.mean + np.where(band, curve.half, 0), where=band, alpha=0.2,
-                                color=line.get_color(), linewidth=0)
+            line, = ax.plot(curve.steps, curve.centre, label=label, linewidth=1.8, linestyle=_STYLES[i % len(_STYLES)])
+            if curve.n > 1:
+                ax.fill_between(curve.steps, curve.low, curve.high, alpha=0.2, color=line.get_color(), linewidth=0)
         for row in env.rows:
-            if row.final[2] == 0:
+            if row.n == 0:
                 ax.plot([], [], linestyle="none", label=f"{row.alg}: no finished run ({_count_notes(row.excluded) or 'none'})")
+        seeds = _seeds_text([c.n for c in env.curves])
         ax.set_xlabel("environment steps")
         ax.set_ylabel(report.metric)
-        ax.set_title(f"{env.env}: {report.metric} (mean, 95% CI across seeds)")
+        ax.set_title(f"{env.env}: {report.metric}\nIQM across {seeds} seeds; {band}", fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="best")
-        fig.tight_layout()
         path = out_dir / f"{_safe(report.metric)}_{_safe(env.env)}.png"
-        fig.savefig(path)
+        _save(fig, path, pdf, paths)
         plt.close(fig)
         env.png = str(path)
-        paths.append(path)
+        if env.comparison is not None:
+            seeds = _seeds_text([s.shape[0] for s in env.comparison.scores.values()])
+            path = out_dir / f"profile_{_safe(report.metric)}_{_safe(env.env)}.png"
+            _plot_profile(plt, env.comparison, f"{env.env}: performance profile of final {report.metric}\n"
+                          f"{seeds} seeds; band: 95% bootstrap CI", report.metric, path, pdf, paths)
+            env.comparison.png = str(path)
+    if report.overall is not None:
+        shapes = [s.shape for s in report.overall.scores.values()]
+        path = out_dir / f"profile_{_safe(report.metric)}_all.png"
+        _plot_profile(plt, report.overall, f"all {shapes[0][1]} environments: performance profile of final "
+                      f"{report.metric}\n{_seeds_text([s[0] for s in shapes])} seeds per environment; band: 95% "
+                      f"bootstrap CI", report.metric, path, pdf, paths)
+        report.overall.png = str(path)
     return paths

@@ -4,6 +4,7 @@ import datetime as dt
 import json
 import math
 
+import numpy as np
 import pytest
 
 from pymarl_nonmono import cli
@@ -11,6 +12,15 @@ from pymarl_nonmono.bench import report as rep
 from pymarl_nonmono.tracking.urls import resolve
 
 METRIC = "test_return_mean"
+
+
+def needs_rliable():
+    from pymarl_nonmono.bench import MissingDependency, stats
+
+    try:
+        stats.rliable()
+    except MissingDependency as exc:
+        pytest.skip(str(exc))
 NOW = dt.datetime.utcnow()
 
 
@@ -91,12 +101,15 @@ def check(report):
     m = envs["m"]
     assert m.horizon == (0.0, 250.0)
     rows = {r.alg: r for r in m.rows}
-    mean, half, n = rows["A"].final
-    assert (mean, n) == (pytest.approx(5.0), 3) and half == pytest.approx(4.303 * 2.5 / math.sqrt(3))
-    mean, half, n = rows["A"].auc
-    assert (mean, n) == (pytest.approx(2.5), 3) and half == pytest.approx(4.303 * 1.25 / math.sqrt(3))
-    assert rows["B"].final == (pytest.approx(6.0), pytest.approx(12.706), 2)
-    assert rows["C"].final[0] == pytest.approx(3.0) and math.isnan(rows["C"].final[1]) and rows["C"].auc[0] == pytest.approx(2.0)
+    # Finals at step 250: A's runs are k * 2.5 (k = 1, 2, 3), B's 5 and 7, C's 3 (hand-computed).
+    assert rows["A"].n == 3 and list(rows["A"].finals) == pytest.approx([2.5, 5.0, 7.5])
+    iqm = rows["A"].final["IQM"]
+    assert (iqm.point, iqm.low, iqm.high) == (pytest.approx(5.0), pytest.approx(2.5), pytest.approx(7.5))
+    assert rows["A"].auc["IQM"].point == pytest.approx(2.5) and rows["A"].final["median"].point == pytest.approx(5.0)
+    b = rows["B"].final["IQM"]
+    assert (b.point, b.low, b.high) == (pytest.approx(6.0), pytest.approx(5.0), pytest.approx(7.0)) and rows["B"].n == 2
+    c = rows["C"].final["IQM"]
+    assert (c.point, c.low, c.high) == (pytest.approx(3.0),) * 3 and rows["C"].auc["IQM"].point == pytest.approx(2.0)
     notes = {(r.alg, r.seed): r.note for r in m.excluded}
     assert notes[("A", 4)] == "failed: RuntimeError: boom"
     assert notes[("A", 5)] == f"finished without {METRIC}"
@@ -104,26 +117,40 @@ def check(report):
     assert notes[("B", 3)].startswith("unfinished: RUNNING but silent (last heartbeat")
     curves = {c.alg: c for c in m.curves}
     assert curves["A"].steps[-1] == 300 and curves["B"].steps[-1] == 250 and curves["B"].n == 2
+    for curve in m.curves:  # the band never leaves the values the runs took
+        assert np.all(curve.low >= curve.values.min(axis=0) - 1e-12) and np.all(curve.high <= curve.values.max(axis=0) + 1e-12)
+        assert np.all(curve.low <= curve.centre + 1e-12) and np.all(curve.centre <= curve.high + 1e-12)
+    # P(A > B): of A's (2.5, 5, 7.5) against B's (5, 7), 2 wins and 1 tie in 6 pairs.
+    assert m.comparison.improvement[("A", "B")].point == pytest.approx(2.5 / 6)
+    assert m.comparison.improvement[("B", "C")].point == pytest.approx(1.0)
     table = report.table(m)
-    assert "| A | 5.000 ± 6.211 | 2.500 ± 3.105 | 3 | 1 failed, 1 finished without test_return_mean |" in table
-    assert "| B | 6.000 ± 12.706 | 6.000 ± 12.706 | 2 | 1 superseded, 1 unfinished |" in table
-    assert "| C | 3.000 | 2.000 | 1 |  |" in table
+    assert "| A | 5.000 [2.500, 7.500] | 2.500 [1.250, 3.750] | 3 | 1 failed, 1 finished without test_return_mean |" in table
+    assert "| B | 6.000 [5.000, 7.000] | 6.000 [5.000, 7.000] | 2 | 1 superseded, 1 unfinished |" in table
+    assert "| C | 3.000 [3.000, 3.000] | 2.000 [2.000, 2.000] | 1 |  |" in table
     assert "| A | – | – | 0 | 1 failed |" in report.table(envs["n"])
+    assert report.overall is None  # only one environment has finished runs
     return table
 
 
 def test_file_storage_report(tmp_path):
     pytest.importorskip("matplotlib", reason="plots need matplotlib (pip install matplotlib)")
+    needs_rliable()
     write_file_storage(tmp_path / "sacred")
     records = rep.load_file_storage([tmp_path / "sacred"], "s")
     assert len(records) == 11
     assert rep.choose_metric(records, None) == METRIC
     report = rep.build_report(records, METRIC, "files", "s", points=50)
     check(report)
-    pngs = rep.plot(report, tmp_path / "out")
-    assert [p.name for p in pngs] == [f"{METRIC}_m.png", f"{METRIC}_n.png"] and all(p.stat().st_size > 1000 for p in pngs)
+    pngs = rep.plot(report, tmp_path / "out", pdf=True)
+    assert [p.name for p in pngs] == [f"{METRIC}_m.png", f"{METRIC}_m.pdf", f"profile_{METRIC}_m.png",
+                                      f"profile_{METRIC}_m.pdf", f"{METRIC}_n.png", f"{METRIC}_n.pdf"]
+    assert all(p.stat().st_size > 1000 for p in pngs)
     md = report.markdown()
     assert f"![{METRIC} on m]({METRIC}_m.png)" in md and "- A seed 4: failed: RuntimeError: boom" in md
+    assert "| A | – | 0.42 [" in md and f"![performance profile on m](profile_{METRIC}_m.png)" in md
+    csvs = {p.name: p.read_text() for p in report.write_csv(tmp_path / "out")}
+    assert f"m,A,final,IQM,5.0,2.5,7.5,3,1" in csvs["aggregates.csv"].replace("\r", "")
+    assert "m,B,C,1.0,1.0,1.0" in csvs["probability_of_improvement.csv"].replace("\r", "")
     assert "Final value at step 250, the common horizon" in md
 
 
@@ -152,11 +179,12 @@ def test_t_quantiles():
 
 def test_cli_report_from_files(tmp_path, capsys):
     pytest.importorskip("matplotlib", reason="plots need matplotlib (pip install matplotlib)")
+    needs_rliable()
     write_file_storage(tmp_path / "host" / "results" / "sacred")
     code = cli.main(["report", str(tmp_path / "host"), "--sweep", "s", "--out", str(tmp_path / "r")])
     out, err = capsys.readouterr()
     assert code == 0, err
-    assert "| A | 5.000 ± 6.211 |" in out and "not included: A seed 4: failed: RuntimeError: boom" in out
+    assert "| A | 5.000 [2.500, 7.500] |" in out and "not included: A seed 4: failed: RuntimeError: boom" in out
     assert (tmp_path / "r" / "report.md").is_file() and (tmp_path / "r" / f"{METRIC}_m.png").is_file()
     code = cli.main(["report", str(tmp_path / "host"), "--sweep", "s", "--metric", "nope", "--out", str(tmp_path / "r2")])
     _, err = capsys.readouterr()
@@ -169,6 +197,7 @@ def test_cli_report_from_files(tmp_path, capsys):
 
 def test_mongodb_report_matches_file_storage(tmp_path, mongo_url, capsys):
     pytest.importorskip("matplotlib", reason="plots need matplotlib (pip install matplotlib)")
+    needs_rliable()
     write_mongo(mongo_url, "reptest")
     source = rep.MongoSource(resolve(mongo_url, "reptest", {}))
     try:
@@ -183,4 +212,38 @@ def test_mongodb_report_matches_file_storage(tmp_path, mongo_url, capsys):
     assert mongo_table == files_table
     code = cli.main(["report", "--mongo-url", mongo_url, "--mongo-db", "reptest", "--sweep", "s", "--out", str(tmp_path / "m")])
     out, _ = capsys.readouterr()
-    assert code == 0 and "| B | 6.000 ± 12.706 |" in out
+    assert code == 0 and "| B | 6.000 [5.000, 7.000] |" in out
+
+
+def record(alg, env, seed, steps, values):
+    r = rep.RunRecord(f"{env}/{alg}/{seed}", alg, env, seed, "COMPLETED", started=f"2026-01-01T00:00:0{seed % 10}")
+    r.series[METRIC] = (np.asarray(steps, dtype=float), np.asarray(values, dtype=float))
+    r.metric_names = {METRIC}
+    return r
+
+
+@pytest.mark.parametrize("band", ["iqr", "ci"])
+def test_two_seeds_of_a_bounded_metric_keep_the_band_inside_and_tasks_pool(band):
+    needs_rliable()
+    # The payoff is bounded in [0, 12]; with 2 seeds a Student-t band ran from -70 to +82.
+    records = [record("A", "x", 1, [0, 100], [0, 0]), record("A", "x", 2, [0, 100], [12, 12]),
+               record("A", "x", 3, [0, 100], [12, 12]),
+               record("A", "y", 1, [0, 100], [0, 12]), record("A", "y", 2, [0, 100], [12, 12]),
+               record("B", "x", 1, [0, 100], [12, 12]), record("B", "x", 2, [0, 100], [12, 12]),
+               record("B", "y", 1, [0, 100], [0, 0]), record("B", "y", 2, [0, 100], [0, 12])]
+    report = rep.build_report(records, METRIC, "mem", None, points=5, band=band, reps=500)
+    for env in report.envs:
+        for curve in env.curves:
+            assert np.all(curve.low >= 0.0) and np.all(curve.high <= 12.0)
+        for row in env.rows:
+            e = row.final["IQM"]
+            assert row.finals.min() <= e.low <= e.point <= e.high <= row.finals.max()
+    y = {r.alg: r for r in report.envs[1].rows}
+    assert y["A"].final["IQM"].point == pytest.approx(12.0) and y["B"].final["IQM"].point == pytest.approx(6.0)
+    overall = report.overall
+    assert overall is not None and overall.scores["A"].shape == (2, 2) and overall.scores["B"].shape == (2, 2)
+    assert overall.dropped == ["A on x: seeds 3 (only 2 finished runs on another environment)"]
+    # A: x (0, 12), y (12, 12); B: x (12, 12), y (12, 0): P(A > B) per task 0.25 and 0.75.
+    assert overall.improvement[("A", "B")].point == pytest.approx(0.5)
+    md = report.markdown()
+    assert "## All 2 environments (tasks)" in md and "| A | 2 × 2 |" in md
