@@ -100,7 +100,7 @@ class Plan:
     todo: list[RunSpec] = field(default_factory=list)
     done: list[tuple[RunSpec, dict]] = field(default_factory=list)
     elsewhere: list[tuple[RunSpec, dict]] = field(default_factory=list)  # running in another bench/job
-    retry: list[tuple[RunSpec, dict]] = field(default_factory=list)      # failed or interrupted before
+    retry: list[tuple[RunSpec, dict]] = field(default_factory=list)      # failed, interrupted or left RUNNING before
 
 
 def _alive_here(state: Mapping) -> bool:
@@ -127,7 +127,9 @@ def plan(runs: Sequence[RunSpec], ctx: Context, restart_stale: bool = False) -> 
                 state.get("job_id") or _alive_here(state)):
             out.elsewhere.append((run, state))
         else:
-            if state and status in (FAILED, INTERRUPTED):
+            # A RUNNING/SUBMITTED state here was left by a bench or job that is gone
+            # (or --restart-stale): that run is also run again, and the user is told.
+            if state and status in (FAILED, INTERRUPTED, RUNNING, SUBMITTED):
                 out.retry.append((run, state))
             out.todo.append(run)
     return out
@@ -178,13 +180,54 @@ def _run_env(ctx: Context, extra: Optional[Mapping[str, str]]) -> dict:
     return env
 
 
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP reached the bench; handled like Ctrl-C (:func:`stop_on_signals`)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+@contextlib.contextmanager
+def stop_on_signals(signals: Sequence[int] = STOP_SIGNALS) -> Iterator[None]:
+    """Within the block, ``signals`` raise :class:`Stopped` in the main thread.
+
+    By default they would end the bench at once: its runs (own sessions, so the signal
+    does not reach them) train on as orphans and their states stay RUNNING. As an
+    exception, the executors stop the runs and mark them INTERRUPTED as on Ctrl-C.
+    """
+    raised: list[int] = []
+
+    def handler(signum, frame):
+        if raised:  # already stopping: let the clean-up finish
+            return
+        raised.append(signum)
+        raise Stopped(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in signals}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def interrupted_error(exc: BaseException) -> str:
+    """The error recorded for runs stopped because the bench was: Ctrl-C or a signal."""
+    return f"bench interrupted by {exc}" if isinstance(exc, Stopped) else "bench interrupted"
+
+
 class _Processes:
-    """Running subprocesses of this bench, so that Ctrl-C can stop them all."""
+    """Running subprocesses of this bench, so that Ctrl-C (or SIGTERM/SIGHUP) can stop them all."""
 
     def __init__(self):
         self._lock = threading.Lock()
         self._procs: set[subprocess.Popen] = set()
         self.stopping = False
+        self.reason = "bench interrupted"
 
     def add(self, proc: subprocess.Popen) -> None:
         with self._lock:
@@ -194,7 +237,8 @@ class _Processes:
         with self._lock:
             self._procs.discard(proc)
 
-    def stop_all(self) -> None:
+    def stop_all(self, reason: str = "bench interrupted") -> None:
+        self.reason = reason
         self.stopping = True
         with self._lock:
             procs = list(self._procs)
@@ -266,7 +310,7 @@ def run_one(run: RunSpec, ctx: Context, env_extra: Optional[Mapping[str, str]] =
         if (f := _FILES_RE.search(head)):
             state["results_dir"] = str(Path(f.group(1).strip()) / m.group(1))
     if processes is not None and processes.stopping:
-        state.update(status=INTERRUPTED, error="bench interrupted")
+        state.update(status=INTERRUPTED, error=processes.reason)
     elif timed_out:
         state.update(status=FAILED, error=f"timed out after {ctx.timeout_s:g} s")
     elif returncode == 0:
@@ -301,7 +345,10 @@ OnEvent = Callable[[RunSpec, dict], None]
 
 def run_local(runs: Sequence[RunSpec], ctx: Context, workers: int, env_extra: Optional[Mapping[str, str]] = None,
               on_done: Optional[OnEvent] = None) -> list[dict]:
-    """Run ``runs`` with at most ``workers`` at a time; Ctrl-C stops them all (state INTERRUPTED)."""
+    """Run ``runs`` with at most ``workers`` at a time; Ctrl-C stops them all (state INTERRUPTED).
+
+    So do SIGTERM and SIGHUP within :func:`stop_on_signals`.
+    """
     processes = _Processes()
     results: list[dict] = []
     pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="bench")
@@ -323,10 +370,10 @@ def run_local(runs: Sequence[RunSpec], ctx: Context, workers: int, env_extra: Op
                 results.append(state)
                 if on_done:
                     on_done(run, state)
-    except BaseException:
+    except BaseException as exc:
         for future in futures:
             future.cancel()
-        processes.stop_all()
+        processes.stop_all(interrupted_error(exc))
         pool.shutdown(wait=True, cancel_futures=True)
         raise
     pool.shutdown(wait=True)
@@ -414,12 +461,12 @@ def run_submitit(runs: Sequence[RunSpec], ctx: Context, cluster: str, workers: O
                 results.append(state)
                 if on_done:
                     on_done(run, state)
-    except BaseException:
+    except BaseException as exc:
         for job, run in active.items():
             with contextlib.suppress(Exception):
                 job.cancel(check=False)
             state = read_state(ctx.state_path(run)) or {"key": run.key, "command": ctx.command(run)}
-            state.update(status=INTERRUPTED, error=f"bench interrupted; job {job.job_id} cancelled")
+            state.update(status=INTERRUPTED, error=f"{interrupted_error(exc)}; job {job.job_id} cancelled")
             write_state(ctx.state_path(run), state)
         raise
     return results

@@ -13,6 +13,8 @@ seed, alg = updates["seed"], updates["sweep_alg"]
 start = time.time()
 print("[INFO] root Saving to FileStorageObserver in /fake/results/sacred/%s/%s." % (updates["sweep_env"], alg))
 print('[INFO] pymarl Started run with ID "%s"' % seed, flush=True)
+with open(os.path.join(probe, "%s-%s.pid" % (alg, seed)), "w") as f:  # for tests that signal the bench
+    f.write(str(os.getpid()))
 time.sleep(float(updates.get("sleep", "0.3")))
 with open(os.path.join(probe, "%s-%s.json" % (alg, seed)), "w") as f:
     json.dump({"start": start, "end": time.time(), "argv": args,

@@ -3,6 +3,11 @@
 import importlib.util
 import json
 import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -10,7 +15,8 @@ import pytest
 from pymarl_nonmono import cli
 from pymarl_nonmono.bench import launch
 from pymarl_nonmono.bench.runner import (
-    COMPLETED, FAILED, RUNNING, Context, error_line, plan, read_state, run_local, run_submitit, write_state,
+    COMPLETED, FAILED, INTERRUPTED, RUNNING, Context, error_line, plan, read_state, run_local, run_submitit,
+    write_state,
 )
 from pymarl_nonmono.bench.spec import build_sweep
 
@@ -202,3 +208,70 @@ def test_cli_missing_optional_packages_are_named(cli_host, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "submitit", None)
     code, _, err = run_cli(capsys, *base, "--no-progress", "--executor", "slurm")
     assert code == 2 and "pip install submitit" in err
+
+
+# --------------------------------------------------------------------------- signals
+
+
+DRIVER = """
+import sys
+from pathlib import Path
+from pymarl_nonmono import cli
+from pymarl_nonmono.bench import launch
+launch.check_host = Path  # the stand-in has no patches to check, as in cli_host
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_or_sighup_stops_the_runs_and_marks_them_interrupted(cli_host, tmp_path, capsys, sig):
+    driver = tmp_path / "drive.py"
+    driver.write_text(DRIVER)
+    argv = ["bench", str(cli_host), "--alg", "qmix", "--env", "one_step_matrix_game", "--seeds", "1",
+            "--name", "sig", "--no-progress"]
+    bench = subprocess.Popen([sys.executable, str(driver), *argv, "--set", "sleep=120"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    pid_file = tmp_path / "probe" / "qmix-1.pid"
+    run_pid = None
+    try:
+        for _ in range(600):  # the run has started once its pid is written
+            if pid_file.is_file() and pid_file.read_text():
+                run_pid = int(pid_file.read_text())
+                break
+            assert bench.poll() is None, bench.communicate()
+            time.sleep(0.1)
+        assert run_pid is not None
+        bench.send_signal(sig)
+        out, err = bench.communicate(timeout=120)
+        assert bench.returncode == 128 + sig, out + err
+        assert f"interrupted by {sig.name}" in err and "Traceback" not in err
+        assert not _alive(run_pid)  # stopped with the bench, not left training as an orphan
+    finally:
+        if bench.poll() is None:
+            bench.kill()
+        if run_pid is not None and _alive(run_pid):
+            os.killpg(run_pid, signal.SIGKILL)
+    state = read_state(cli_host / "results" / "sweeps" / "sig" / "runs" / "qmix__one_step_matrix_game__seed1.json")
+    assert state["status"] == INTERRUPTED and state["error"] == f"bench interrupted by {sig.name}"
+
+    code, out, _ = run_cli(capsys, *argv, "--set", "sleep=0.1")
+    assert code == 0
+    assert f"again: qmix__one_step_matrix_game__seed1 (INTERRUPTED: bench interrupted by {sig.name})" in out
+
+
+def test_a_run_left_running_by_a_dead_bench_is_rerun_saying_so(cli_host, capsys):
+    argv = ["bench", str(cli_host), "--alg", "qmix", "--env", "one_step_matrix_game", "--seeds", "1",
+            "--name", "dead", "--no-progress", "--set", "sleep=0.1"]
+    path = cli_host / "results" / "sweeps" / "dead" / "runs" / "qmix__one_step_matrix_game__seed1.json"
+    write_state(path, {"status": RUNNING, "hostname": socket.gethostname(), "pid": 2 ** 22 + 12345})
+    code, out, _ = run_cli(capsys, *argv)
+    assert code == 0 and "1 to run" in out
+    assert "again: qmix__one_step_matrix_game__seed1 (RUNNING: left by an earlier bench or job" in out

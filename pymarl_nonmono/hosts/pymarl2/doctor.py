@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 from ...patching import PatchError, read_targets, series_state
 from .install import (
+    HOST_COMMIT,
     MANIFEST,
     STATE_DIR,
     InstallError,
@@ -43,12 +44,6 @@ SC2_FIX = (
     "download the StarCraft II Linux package from Blizzard's s2client-proto page "
     "(https://github.com/Blizzard/s2client-proto#downloads), unzip it to ~/StarCraftII or set SC2PATH "
     "to it, and copy SMAC's maps (SMAC_Maps, from github.com/oxwhirl/smac) into its Maps folder"
-)
-GFOOTBALL_FIX = (
-    "apt-get install git cmake build-essential libgl1-mesa-dev libsdl2-dev libsdl2-image-dev "
-    "libsdl2-ttf-dev libsdl2-gfx-dev libboost-all-dev libdirectfb-dev; then "
-    'pip install psutil wheel "setuptools<81" && pip install --no-build-isolation gfootball==2.10.2 '
-    "&& pip install gym==0.25.2"
 )
 
 
@@ -89,6 +84,12 @@ def usable(checks: list[Check]) -> bool:
 
 
 def host_checks(path: Path) -> list[Check]:
+    if not path.exists():
+        # `install` clones PyMARL2 into a folder that does not exist yet.
+        return [
+            Check("host", MISSING, f"{path} does not exist", f"pymarl-nonmono install {path} (clones PyMARL2 into it)"),
+            Check("patches", MISSING, "no PyMARL2 checkout to check", f"pymarl-nonmono install {path}"),
+        ]
     try:
         root = check_checkout(path)
     except InstallError as exc:
@@ -102,7 +103,7 @@ def host_checks(path: Path) -> list[Check]:
         series = [p for p, _ in shipped_patches()]
         state = series_state(series, read_targets(touched_paths(series), root))
     except (PatchError, InstallError) as exc:
-        undo = f"pymarl-nonmono uninstall {root}" if manifest_path(root).exists() else "restore the original files (git checkout -- src)"
+        undo = f"pymarl-nonmono uninstall {root}" if manifest_path(root).exists() else restore_hint(root)
         checks.append(Check("patches", MISSING, f"the checkout differs from what the patches expect ({exc})", f"{undo}, then {fix}"))
         return checks
     names = [p.name.removesuffix(".patch") for p in series]
@@ -114,6 +115,13 @@ def host_checks(path: Path) -> list[Check]:
         have = f"applied {', '.join(done)}; " if done else ""
         checks.append(Check("patches", MISSING, f"{have}not applied {', '.join(todo)}", fix))
     return checks
+
+
+def restore_hint(root: Path) -> str:
+    """How to get a checkout's original files back: git only where ``root`` is a git checkout."""
+    if (root / ".git").exists():
+        return f"restore the original files (git -C {root} checkout -- src)"
+    return f"replace {root} with a pristine copy of {HOST_COMMIT}"
 
 
 def plugin_check() -> Check:
@@ -187,7 +195,9 @@ def gfootball_check() -> Check:
     with _quiet("importing gfootball"):
         problems = football_problems()
     if problems:
-        return Check("gfootball", MISSING, "; ".join(problems), GFOOTBALL_FIX)
+        # Each problem already ends with its fix (envs/football.py's INSTALL_HINT, the one
+        # place that says how to install gfootball), so there is no second one here.
+        return Check("gfootball", MISSING, "; ".join(problems))
     try:
         gym_version = metadata.version("gym")
     except metadata.PackageNotFoundError:

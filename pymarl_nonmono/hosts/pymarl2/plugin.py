@@ -2,6 +2,8 @@
 
 ``activate()`` registers our components into the host's registries and returns the
 folder holding our ``algs/`` and ``envs/`` configs. Nothing is registered at import.
+``activate.check_config(config, updates)`` is then called with the merged config and the
+words after ``with`` (patch 0003), before Sacred reads them.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 
 from ...errors import ConfigError
-from .preflight import PreflightError, check_config, check_environment
+from .preflight import PreflightError, check_config, check_environment, check_with_updates
 
 log = logging.getLogger(__name__)
 
@@ -78,3 +80,20 @@ def activate() -> list[str]:
         host_run.REGISTRY[name] = _with_preflight(fn)
     log.debug("pymarl-nonmono registered %s, %s, %s, envs matrix_game and grf", LEARNER, MAC, SELECTOR)
     return [str(config_root())]
+
+
+def check_command_line(config: dict, updates: list[str]) -> None:
+    """Stop at once, in one line, on a ``with`` key no config of the run has.
+
+    Sacred would refuse it too, but as a ConfigAddedError without saying what was meant;
+    this holds for every algorithm, stock ones included.
+    """
+    try:
+        check_with_updates(config, updates)
+    except ConfigError as exc:
+        raise SystemExit(f"pymarl-nonmono: {exc}; `with` takes the keys of default.yaml and of the "
+                         f"--config and --env-config YAMLs") from None
+
+
+# The attribute patch 0003's main.py looks for on a loaded plugin.
+activate.check_config = check_command_line

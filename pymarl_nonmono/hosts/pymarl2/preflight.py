@@ -7,8 +7,9 @@ or the missing piece, where we looked, and how to fix it.
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Sequence
 
 import yaml
 
@@ -24,6 +25,9 @@ HOST_RUNTIME_KEYS = {
     "seed", "device", "unique_token", "n_agents", "n_actions", "state_shape", "obs_shape",
     "episode_limit", "accumulated_episodes", "unit_dim", "agent_own_state_size",
 }
+
+# Keys Sacred adds to every config itself, so `with seed=N` is always accepted.
+SACRED_KEYS = {"seed"}
 
 class PreflightError(RuntimeError):
     """Something the run needs is missing; the message says what and how to get it."""
@@ -59,6 +63,47 @@ def check_config(config: Mapping, host_config_dir: Path, plugin_config_dirs: Ite
         read_settings(cls, config, OUR_LEARNER)
 
 
+def _dotted_paths(config: Mapping, prefix: str = "") -> set[str]:
+    """Every key path of ``config``, nested ones dotted: {"env_args", "env_args.map_name", ...}."""
+    paths: set[str] = set()
+    for key, value in config.items():
+        path = f"{prefix}{key}"
+        paths.add(path)
+        if isinstance(value, Mapping):
+            paths |= _dotted_paths(value, f"{path}.")
+    return paths
+
+
+def update_paths(updates: Sequence[str]) -> list[str]:
+    """The key paths that Sacred ``with`` words set: ``KEY=VALUE``, a dict VALUE per entry.
+
+    Other words (named configs, options) are left to Sacred.
+    """
+    paths = []
+    for word in updates:
+        if word.startswith("-") or "=" not in word:
+            continue
+        key, text = (part.strip() for part in word.split("=", 1))
+        try:
+            value = ast.literal_eval(text)  # how Sacred reads values too
+        except (ValueError, SyntaxError):
+            value = text
+        paths.extend(_leaf_paths(key, value))
+    return paths
+
+
+def _leaf_paths(path: str, value: object) -> list[str]:
+    # Sacred checks a dict value's entries one by one, as if each were set with a dotted key.
+    if isinstance(value, Mapping) and value:
+        return [leaf for key, sub in value.items() for leaf in _leaf_paths(f"{path}.{key}", sub)]
+    return [path]
+
+
+def check_with_updates(config: Mapping, updates: Sequence[str]) -> None:
+    """Refuse ``with`` keys that the merged YAML config lacks: Sacred would refuse them too."""
+    check_known_keys("config", update_paths(updates), _dotted_paths(config) | SACRED_KEYS)
+
+
 def starcraft_problems(map_name: str | None = None) -> list[str]:
     """What is missing for StarCraft II runs, each with its fix (``doctor``'s checks)."""
     problems = [f"{c.detail}. Fix: {c.fix}" for c in (smac_check(), sc2_check()) if c.status == MISSING]
@@ -78,6 +123,10 @@ def check_environment(config: Mapping) -> None:
         from ...envs.football import football_problems, football_settings
 
         football_settings(env_args)  # bad scenario / agent count: ConfigError naming the key
+        problems = football_problems()
+    elif env == "gfootball":  # PyMARL2's own GRF env imports gfootball when it is created
+        from ...envs.football import football_problems
+
         problems = football_problems()
     if problems:
         raise PreflightError(f"cannot run env={env}: " + "; ".join(problems))
