@@ -10,6 +10,9 @@ Presets (sources):
   qtran          [[8,-12,-12],[-12,0,0],[-12,0,0]]        QTRAN, Son et al. 2019, Table 1
   pymarl2        [[12,-0.1,-0.1],[-0.1,0,0],[-0.1,0,0]]   PyMARL2 one_step_matrix_game (Hu et al. 2021)
   pymarl2_hard   [[12,-12,-12],[-12,0,0],[-12,0,0]]       PyMARL2 one_step_matrix_game, commented variant
+  paper_a        [[12,-12,-12],[-12,0,0],[-12,0,0]]       arXiv 2511.09792 (AAAI 2026), Table 1, Game A;
+                                                          the same payoff as pymarl2_hard (an alias)
+  paper_b        [[12,0,10],[0,0,10],[10,10,10]]          arXiv 2511.09792 (AAAI 2026), Table 1, Game B
   qplex_a        [[10.4,0,10],[0,10,10],[10,10,10]]       QPLEX, Wang et al. 2021, matrix game
   qplex_b        [[8,-12,-12],[-12,6,0],[-12,0,6]]        QPLEX, Wang et al. 2021, matrix game
   climbing       [[11,-30,0],[-30,7,0],[0,6,5]]           Claus & Boutilier 1998
@@ -31,6 +34,10 @@ PRESETS: Registry[PayoffFn] = Registry("env_args.preset")
 PRESETS.register("qtran", lambda k: [[8, -12, -12], [-12, 0, 0], [-12, 0, 0]])
 PRESETS.register("pymarl2", lambda k: [[12, -0.1, -0.1], [-0.1, 0, 0], [-0.1, 0, 0]])
 PRESETS.register("pymarl2_hard", lambda k: [[12, -12, -12], [-12, 0, 0], [-12, 0, 0]])
+# The paper's Table 1 games. Game A is pymarl2_hard under the paper's name: both names stay, so
+# studies can say which source they reproduce.
+PRESETS.register("paper_a", PRESETS.get("pymarl2_hard"))
+PRESETS.register("paper_b", lambda k: [[12, 0, 10], [0, 0, 10], [10, 10, 10]])
 PRESETS.register("qplex_a", lambda k: [[10.4, 0, 10], [0, 10, 10], [10, 10, 10]])
 PRESETS.register("qplex_b", lambda k: [[8, -12, -12], [-12, 6, 0], [-12, 0, 6]])
 PRESETS.register("climbing", lambda k: [[11, -30, 0], [-30, 7, 0], [0, 6, 5]])

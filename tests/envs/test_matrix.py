@@ -50,3 +50,14 @@ def test_any_number_of_agents_and_unequal_actions():
 def test_bad_payoffs_name_the_key(kwargs, match):
     with pytest.raises(ValueError, match=match):
         make_matrix_game(**kwargs)
+
+
+def test_the_papers_table1_games():
+    # arXiv 2511.09792, Table 1: Game A and Game B.
+    np.testing.assert_array_equal(resolve_payoff("paper_a"), [[12, -12, -12], [-12, 0, 0], [-12, 0, 0]])
+    np.testing.assert_array_equal(resolve_payoff("paper_b"), [[12, 0, 10], [0, 0, 10], [10, 10, 10]])
+
+
+def test_paper_a_is_an_alias_of_pymarl2_hard():
+    np.testing.assert_array_equal(resolve_payoff("paper_a"), resolve_payoff("pymarl2_hard"))
+    assert {"paper_a", "pymarl2_hard"} <= set(PRESETS.names())

@@ -300,6 +300,30 @@ def test_learner_logs_the_q_tot_table_on_a_known_matrix_game():
     assert env.payoff.shape == (3, 3)
 
 
+def test_learner_logs_each_agents_utilities_on_the_margins_of_q_tot():
+    # With the VDN mixer every Q_tot cell is the sum of its row's and column's utilities: the
+    # logged q_agent_<i>_<a> must be the very values the logged table was mixed from.
+    torch.manual_seed(0)
+    args = make_args("nonmono_qmix", n_agents=2, n_actions=3, env="matrix_game", mixer="vdn",
+                     env_args={"preset": "paper_b", "map_name": "m", "seed": 0}, obs_last_action=False)
+    sch = scheme(obs_dim=1, state_dim=1, n_actions=3)
+    mac = NonMonoMAC(sch, {"agents": 2}, args, agent_builder=TinyAgent)
+    logger = RecordingLogger()
+    learner = NonMonoLearner(mac, sch, logger, args)
+    batch = random_batch(B=4, T=1, N=2, A=3, obs_dim=1, state_dim=1)
+    batch.data["avail_actions"][:] = 1
+    learner.train(batch, t_env=0, episode_num=0)
+    last = {k: v[-1][1] for k, v in logger.stats.items()}
+    q1 = [last[f"q_agent_0_{a}"] for a in range(3)]
+    q2 = [last[f"q_agent_1_{a}"] for a in range(3)]
+    assert len(set(q1 + q2)) == 6  # distinct values: a swapped index would show
+    for i in range(3):
+        for j in range(3):
+            assert last[f"q_tot_{i}_{j}"] == pytest.approx(q1[i] + q2[j], abs=1e-6)
+    greedy = max(range(3), key=q1.__getitem__) * 3 + max(range(3), key=q2.__getitem__)
+    assert last["greedy_joint_index"] == greedy
+
+
 def test_grf_preflight_names_bad_scenarios_without_gfootball():
     with pytest.raises(ConfigError, match="academy_3_vs_1_with_keeper"):
         check_environment({"env": "grf", "env_args": {"map_name": "academy_3_vs_2", "num_agents": 3}})

@@ -196,3 +196,39 @@ def test_dueling_q_tot_equals_the_qplex_learner_on_the_real_mixer(stock_dmaqer):
             qs, states, actions=onehot, max_q_i=MASKED_Q.max(-1).values.expand(1, 9, 2), is_v=False)
     torch.testing.assert_close(ours, learner_q_tot)
     assert (ours - unmasked).abs().max() > 0.1  # the mask matters for this mixer at this state
+
+
+def test_stock_learner_logs_each_agents_utilities():
+    logger = RecordingLogger()
+    learner = diag.with_stock_diagnostics(StockLearner)(FixedMAC(), {}, logger, args())
+    learner.train(one_step_batch(), 0, 0)
+    # AGENT_Q row i is agent i's utilities at the game's state; the margins of the paper's Table 1.
+    assert {k: v[0][1] for k, v in logger.stats.items() if k.startswith("q_agent_")} == {
+        "q_agent_0_0": 3.0, "q_agent_0_1": 1.0, "q_agent_0_2": 0.0,
+        "q_agent_1_0": 2.0, "q_agent_1_1": 0.5, "q_agent_1_2": 0.0}
+    # VDN: each Q_tot cell is the sum of its margins.
+    assert logger.stats["q_tot_2_1"][0][1] == pytest.approx(0.0 + 0.5)
+
+
+def test_utilities_cover_the_payoffs_actions_only():
+    # Agent 1 has two actions in this payoff; its third (unavailable) value is not a utility of the game.
+    payoff = torch.tensor([[1.0, 0.0], [0.0, 2.0], [0.0, 0.0]])
+    stats = diag.payoff_stats(VDNMixer(), AGENT_Q, torch.ones(1), torch.tensor([[1, 1, 1], [1, 1, 0]]), payoff)
+    assert sorted(k for k in stats if k.startswith("q_agent_")) == [
+        "q_agent_0_0", "q_agent_0_1", "q_agent_0_2", "q_agent_1_0", "q_agent_1_1"]
+    assert stats["q_agent_1_1"] == 0.5
+
+
+@pytest.mark.parametrize("n_actions,logged", [(diag.MAX_UTILITY_ENTRIES // 2, True),
+                                              (diag.MAX_UTILITY_ENTRIES // 2 + 1, False)])
+def test_utilities_are_logged_up_to_the_size_cap(n_actions, logged):
+    agent_q = torch.zeros(2, n_actions)
+    payoff = torch.zeros(n_actions, n_actions)  # 2 agents, n_actions each: 2 * n_actions utilities
+    stats = diag.payoff_stats(VDNMixer(), agent_q, torch.ones(1), torch.ones(2, n_actions), payoff)
+    assert ("q_agent_1_0" in stats) is logged
+    assert "payoff_max_abs_error" in stats  # the summary is logged at every size
+
+
+def test_utilities_must_have_one_row_per_agent_of_the_payoff():
+    with pytest.raises(ValueError, match=r"agent_q has shape \[2, 3\], expected \[3, \*\]"):
+        diag.payoff_stats(VDNMixer(), AGENT_Q, torch.ones(1), torch.ones(2, 3), torch.zeros(3, 3, 3))

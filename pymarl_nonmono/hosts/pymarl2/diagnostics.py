@@ -32,6 +32,7 @@ from ...registry import Registry
 log = logging.getLogger(__name__)
 
 MAX_TABLE_ENTRIES = 64  # log the Q_tot table entry by entry up to this size
+MAX_UTILITY_ENTRIES = 64  # log the agents' utilities (N x A values) entry by entry up to this size
 
 PayoffSource = Callable[[Mapping], torch.Tensor]
 KNOWN_PAYOFFS: Registry[PayoffSource] = Registry("env with a known payoff")
@@ -51,7 +52,14 @@ def payoff_of(env: str, env_args: Optional[Mapping]) -> Optional[torch.Tensor]:
 
 def payoff_stats(mixer, agent_q: torch.Tensor, state: torch.Tensor, avail: torch.Tensor,
                  payoff: torch.Tensor) -> dict:
-    """The known-payoff statistics at one state; ``mixer(qs [1, K, N], states [1, K, S])``."""
+    """The known-payoff statistics at one state; ``mixer(qs [1, K, N], states [1, K, S])``.
+
+    ``agent_q`` ``[N, A]``: the agents' utilities at that state, logged as ``q_agent_<i>_<a>``
+    (agent ``i``'s Q-value of its action ``a``, for the actions the payoff gives it) beside the
+    ``q_tot_<a_1>_..._<a_N>`` table: the layout of the paper's Table 1 (utilities on the margins).
+    Both only while they stay small (:data:`MAX_TABLE_ENTRIES`, :data:`MAX_UTILITY_ENTRIES`).
+    """
+    check_shape("agent_q", agent_q, (payoff.dim(), None))
     table = joint_q_table(mixer, agent_q, state)
     summary = igm_summary(table, agent_q, avail, payoff.to(table.dtype))
     stats = dict(
@@ -64,6 +72,10 @@ def payoff_stats(mixer, agent_q: torch.Tensor, state: torch.Tensor, avail: torch
         sub = table[tuple(slice(0, s) for s in payoff.shape)]
         for idx in torch.cartesian_prod(*[torch.arange(s) for s in sub.shape]).view(-1, sub.dim()).tolist():
             stats["q_tot_" + "_".join(map(str, idx))] = float(sub[tuple(idx)])
+    if sum(payoff.shape) <= MAX_UTILITY_ENTRIES:
+        for i, n_actions in enumerate(payoff.shape):
+            for a in range(n_actions):
+                stats[f"q_agent_{i}_{a}"] = float(agent_q[i, a])
     return stats
 
 
