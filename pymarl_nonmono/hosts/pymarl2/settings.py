@@ -120,6 +120,9 @@ class LearnerSettings:
     mixing_embed_dim: int
     hypernet_embed: int
     hypernet_layers: int
+    qmix_pos_func: str
+    qmix_pos_func_beta: float
+    use_orthogonal: bool
     td_bootstrap: str
     td_lambda: float
     gamma: float
