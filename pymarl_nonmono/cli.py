@@ -1,5 +1,5 @@
 """The ``pymarl-nonmono`` console command: install, uninstall and doctor for PyMARL2;
-bench and report for sweeps of runs.
+bench, report and export for sweeps of runs.
 
 Reports go to stdout through :func:`_out`; errors are one line on stderr,
 ``pymarl-nonmono: error: ...``, with exit code 2 and no traceback (``-v`` adds logging).
@@ -8,8 +8,10 @@ Reports go to stdout through :func:`_out`; errors are one line on stderr,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
+import signal
 import sys
 from typing import Optional, Sequence
 
@@ -53,8 +55,12 @@ def _build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     path_help = f"PyMARL2 checkout (default: ${ENV_DIR} if set, else the current folder)"
 
-    p = sub.add_parser("install", help="patch a PyMARL2 checkout (original files are kept for uninstall)")
+    p = sub.add_parser("install", help="patch a PyMARL2 checkout (original files are kept for uninstall); "
+                                       "clones PyMARL2 first when PATH is missing or empty")
     p.add_argument("path", nargs="?", metavar="PATH", help=path_help)
+    p.add_argument("--source", metavar="URL_OR_PATH",
+                   help="where to clone PyMARL2 from when PATH is missing or empty: a URL, a local clone or a git "
+                        "bundle (default: $PYMARL_NONMONO_PYMARL2_SOURCE, else https://github.com/hijkzzz/pymarl2)")
     p = sub.add_parser("uninstall", help="restore the checkout's original files byte for byte")
     p.add_argument("path", nargs="?", metavar="PATH", help=path_help)
     p.add_argument("--force", action="store_true", help="restore even files edited after install (the edits are lost)")
@@ -62,6 +68,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", nargs="?", metavar="PATH", help=path_help)
     _add_bench_parser(sub, path_help)
     _add_report_parser(sub, path_help)
+    _add_export_parser(sub, path_help)
     from .analysis.dynamics_cli import add_arguments as add_dynamics_arguments
 
     add_dynamics_arguments(sub.add_parser(
@@ -107,32 +114,74 @@ def _add_bench_parser(sub, path_help: str) -> None:
     g.add_argument("--gpus-per-node", type=int, metavar="N", help="GPUs per job")
 
 
-def _add_report_parser(sub, path_help: str) -> None:
-    p = sub.add_parser(
-        "report", help="learning curves (PNG per environment) and a Markdown table of final performance and AUC",
-        description="Read Sacred runs from FileStorage folders (default: PATH/results/sacred) or MongoDB and write, "
-                    "per environment, a PNG of the metric against environment steps (mean and 95%% CI across seeds, "
-                    "algorithms side by side) and report.md with final value and area under the curve. Failed and "
-                    "unfinished runs are listed, never averaged in.")
+def _add_source_arguments(p, path_help: str) -> None:
     p.add_argument("path", nargs="?", metavar="PATH", help=path_help + "; used to find results/sacred")
     p.add_argument("--sweep", metavar="ID", help="only the runs of this sweep (config sweep_id)")
-    p.add_argument("--metric", metavar="NAME",
-                   help="statistic to plot (default: test_battle_won_mean where recorded, else test_return_mean)")
     p.add_argument("--results", action="append", default=[], metavar="DIR",
                    help="FileStorage folder(s) to read (repeatable; default: PATH/results/sacred)")
     p.add_argument("--mongo", action="store_true", help=f"read from MongoDB (URL: --mongo-url, else ${MONGO_URL_ENV})")
     p.add_argument("--mongo-url", metavar="URL", help="read from this MongoDB (implies --mongo)")
     p.add_argument("--mongo-db", metavar="DB", help="MongoDB database (default: $PYMARL_NONMONO_MONGO_DB, else sacred)")
+
+
+def _add_report_parser(sub, path_help: str) -> None:
+    p = sub.add_parser(
+        "report", help="learning curves, IQM/median/mean with bootstrap CIs, probability of improvement and "
+                       "performance profiles (Markdown, CSV, PNG)",
+        description="Read Sacred runs from FileStorage folders (default: PATH/results/sacred) or MongoDB and write, "
+                    "per environment, the IQM curve of the metric across seeds with a band (--band), the final value "
+                    "and area under the curve as IQM, median and mean with 95%% stratified-bootstrap CIs, the "
+                    "probability of improvement of every pair of algorithms and performance profiles (rliable; pooled "
+                    "over environments too when there are several): report.md, CSV tables, PNG figures. Failed and "
+                    "unfinished runs are listed, never counted. Needs rliable: pip install rliable 'pandas<3'.")
+    _add_source_arguments(p, path_help)
+    p.add_argument("--metric", metavar="NAME",
+                   help="statistic to plot (default: test_battle_won_mean where recorded, else test_return_mean)")
     p.add_argument("--out", metavar="DIR", help="output folder (default: ./report-ID, ID the sweep or 'all')")
     p.add_argument("--points", type=int, default=100, metavar="N", help="points of the common step grid (default: 100)")
+    p.add_argument("--band", choices=("iqr", "ci"), default="iqr",
+                   help="band around each IQM curve: the 25-75%% interquartile range across seeds (iqr, default) or "
+                        "the 95%% bootstrap CI of the IQM (ci)")
+    p.add_argument("--reps", type=int, default=2000, metavar="N", help="bootstrap resamples (default: 2000)")
+    p.add_argument("--pdf", action="store_true", help="also write every figure as PDF")
     p.add_argument("--recovery", action="store_true",
                    help="matrix games: also a table of optimum recovered k/N, episodes to recover, IGM consistency "
                         "and payoff error per algorithm (recovery.md; metric default: test_optimal_mean)")
+    p.add_argument("--table1", action="store_true",
+                   help="two-agent matrix games: the paper's Table 1 layout (table1.md): the payoff, and per algorithm "
+                        "the Q_tot of its median run (median final payoff_max_abs_error) with each agent's utilities "
+                        "on the margins, the paper's values beside ours (paper_a, paper_b), and how many seeds "
+                        "matched the paper's outcome")
+    p.add_argument("--table1-tolerance", type=float, default=0.5, metavar="X",
+                   help="--table1: a run matches the paper's exact recovery when its greedy joint action is optimal "
+                        "and max |Q_tot - payoff| <= X (default: 0.5)")
 
 
-def _install(path: str) -> int:
+def _add_export_parser(sub, path_help: str) -> None:
+    p = sub.add_parser(
+        "export", help="a sweep's runs as a file for other evaluation tools (--format marl-eval)",
+        description="Write the finished runs of a sweep in marl-eval's JSON layout (environment -> task -> algorithm "
+                    "-> seed_S -> step_K -> metric lists, plus absolute_metrics), aligned on a common step grid; "
+                    "only seeds every algorithm finished on every task are written (marl-eval needs equal arrays). "
+                    "See docs/benchmarking.md.")
+    _add_source_arguments(p, path_help)
+    p.add_argument("--format", required=True, choices=("marl-eval",), help="output layout")
+    p.add_argument("--metric", action="append", default=[], metavar="NAME",
+                   help="statistic(s) to export (repeatable; default: as report)")
+    p.add_argument("--points", type=int, default=20, metavar="N", help="evaluation steps per run (default: 20)")
+    p.add_argument("--out", metavar="FILE", help="output file (default: ./marl-eval-ID.json, ID the sweep or 'all')")
+
+
+def _install(path: str, source: Optional[str]) -> int:
+    from .hosts.pymarl2 import fetch
     from .hosts.pymarl2.install import STATE_DIR, install
 
+    if fetch.is_vacant(path):
+        _out(f"cloning PyMARL2 ({fetch.PYMARL2_COMMIT[:7]}) from {fetch.describe_source(source)} into {path} ...")
+        clone = fetch.clone_pymarl2(path, source)
+        _out(f"cloned into {clone.root}: HEAD detached at {clone.commit[:7]}")
+    elif source:
+        _out(f"{path} is not empty: installing into it as it is (--source is only used to clone into a new folder)")
     result = install(path)
     if result.already_installed:
         _out(f"already installed in {result.root}: {', '.join(result.already)} applied; nothing changed")
@@ -179,7 +228,7 @@ def _plural(n: int, word: str) -> str:
 
 def _bench(args, path: str) -> int:
     from .bench.launch import prepare, record_sweep
-    from .bench.runner import COMPLETED, import_submitit, run_local, run_submitit
+    from .bench.runner import COMPLETED, import_submitit, run_local, run_submitit, stop_on_signals
     from .bench.spec import build_sweep
 
     if not (args.sweep or args.alg or args.env):
@@ -205,7 +254,8 @@ def _bench(args, path: str) -> int:
          "MongoDB: none (FileStorage only)")
     _out(f"FileStorage: {prepared.host / 'results' / 'sacred'}; run states and logs: {ctx.sweep_dir}")
     for run, state in plan.retry:
-        _out(f"  again: {run.key} ({state.get('status')}: {state.get('error', '')})")
+        why = state.get("error") or "left by an earlier bench or job that ended without recording the run's end"
+        _out(f"  again: {run.key} ({state.get('status')}: {why})")
     for run, state in plan.elsewhere:
         where = f"job {state['job_id']}" if state.get("job_id") else f"pid {state.get('pid')} on {state.get('hostname')}"
         _out(f"  skipped, in progress elsewhere ({where}, since {state.get('started') or state.get('submitted')}): "
@@ -230,14 +280,16 @@ def _bench(args, path: str) -> int:
             _out(f"  {state.get('status')}: {run.key}" + ("" if ok else f" -- {state.get('error', '')}"))
 
     try:
-        if args.executor == "local":
-            run_local(plan.todo, ctx, workers, prepared.env_extra, on_done)
-        else:
-            parameters = {"timeout_min": args.timeout_min, "name": f"pymarl-{sweep.name}",
-                          "slurm_partition": args.partition, "cpus_per_task": args.cpus_per_task,
-                          "mem_gb": args.mem_gb, "gpus_per_node": args.gpus_per_node}
-            cluster = "slurm" if args.executor == "slurm" else "local"
-            run_submitit(plan.todo, ctx, cluster, workers, parameters, prepared.env_extra, on_done)
+        # SIGTERM/SIGHUP stop the runs and mark them INTERRUPTED, as Ctrl-C does.
+        with stop_on_signals():
+            if args.executor == "local":
+                run_local(plan.todo, ctx, workers, prepared.env_extra, on_done)
+            else:
+                parameters = {"timeout_min": args.timeout_min, "name": f"pymarl-{sweep.name}",
+                              "slurm_partition": args.partition, "cpus_per_task": args.cpus_per_task,
+                              "mem_gb": args.mem_gb, "gpus_per_node": args.gpus_per_node}
+                cluster = "slurm" if args.executor == "slurm" else "local"
+                run_submitit(plan.todo, ctx, cluster, workers, parameters, prepared.env_extra, on_done)
     finally:
         if bar is not None:
             bar.close()
@@ -260,17 +312,14 @@ def _progress_bar_factory():
     return tqdm
 
 
-def _report(args, path: str) -> int:
+def _load_records(args, path: str, wanted: Sequence[str], extra: Sequence[str] = ()):
+    """(records, metrics, where): the runs of --sweep with the metrics ``wanted`` (default: as
+    choose_metric picks) and ``extra`` loaded, from FileStorage or MongoDB."""
     from pathlib import Path
 
-    from .bench import recovery
-    from .bench.report import MongoSource, build_report, choose_metric, load_file_storage, plot
+    from .bench.report import MongoSource, choose_metric, load_file_storage
     from .tracking.urls import MongoURLError, describe_error, resolve
 
-    if args.points < 2:
-        raise UsageError(f"--points must be at least 2, got {args.points}")
-    if args.recovery and not args.metric:
-        args.metric = recovery.OPTIMAL
     use_mongo = args.mongo or bool(args.mongo_url)
     if use_mongo and args.results:
         raise UsageError("give either --results (FileStorage) or --mongo/--mongo-url, not both")
@@ -288,38 +337,95 @@ def _report(args, path: str) -> int:
                 records = source.runs(args.sweep)
             except Exception as exc:
                 raise UsageError(f"cannot read MongoDB at {target.shown}: {describe_error(exc, target.url)}") from None
-            metric = choose_metric(records, args.metric)
-            for name in {metric, *(recovery.METRICS if args.recovery else ())}:
+            metrics = [choose_metric(records, m) for m in (wanted or [None])]
+            for name in {*metrics, *extra}:
                 source.load_metric(name)
         finally:
             source.close()
-        where = f"MongoDB {target.shown}, database {target.db}"
-    else:
-        roots = args.results or [str(Path(path) / "results" / "sacred")]
-        records = load_file_storage(roots, args.sweep)
-        metric = choose_metric(records, args.metric) if records else (args.metric or "test_return_mean")
-        where = "FileStorage " + ", ".join(roots)
-    report = build_report(records, metric, where, args.sweep, args.points)
+        return records, metrics, f"MongoDB {target.shown}, database {target.db}"
+    roots = args.results or [str(Path(path) / "results" / "sacred")]
+    records = load_file_storage(roots, args.sweep)
+    metrics = ([choose_metric(records, m) for m in (wanted or [None])] if records else
+               list(wanted) or ["test_return_mean"])
+    return records, metrics, "FileStorage " + ", ".join(roots)
+
+
+def _report(args, path: str) -> int:
+    from pathlib import Path
+
+    from .bench import recovery, stats, table1
+    from .bench.report import build_report, plot
+
+    if args.points < 2:
+        raise UsageError(f"--points must be at least 2, got {args.points}")
+    if args.reps < 100:
+        raise UsageError(f"--reps must be at least 100 for a 95% interval, got {args.reps}")
+    if args.recovery and not args.metric:
+        args.metric = recovery.OPTIMAL
+    if not args.table1_tolerance >= 0:
+        raise UsageError(f"--table1-tolerance must be >= 0, got {args.table1_tolerance}")
+    stats.rliable()  # a missing optional dependency stops before any run is read
+    records, (metric,), where = _load_records(args, path, [args.metric] if args.metric else [],
+                                              (*(recovery.METRICS if args.recovery else ()),
+                                               *(table1.metric_names() if args.table1 else ())))
+    report = build_report(records, metric, where, args.sweep, args.points, band=args.band, reps=args.reps)
     out_dir = Path(args.out or f"report-{args.sweep or 'all'}")
-    pngs = plot(report, out_dir)
+    figures = plot(report, out_dir, pdf=args.pdf)
+    tables = report.write_csv(out_dir)
     md = out_dir / "report.md"
     md.write_text(report.markdown(), encoding="utf-8")
     for env in report.envs:
         _out(f"## {env.env}  ({metric}; final at step {env.horizon[1]:,.0f})" if env.curves else f"## {env.env}  ({metric})")
         _out(report.table(env))
+        if env.comparison is not None and len(env.comparison.scores) > 1:
+            _out(report.improvement_table(env.comparison))
         for r in env.excluded:
             _out(f"  not included: {r.label()}: {r.note}")
-    for png in pngs:
-        _out(f"wrote {png}")
+    if report.overall is not None:
+        _out("## all environments (final values pooled)")
+        _out(report.aggregate_table(report.overall))
+    for path_ in [*figures, *tables]:
+        _out(f"wrote {path_}")
     _out(f"wrote {md}")
     if args.recovery:
-        tables = recovery.recovery_rows(records)
+        rec_tables = recovery.recovery_rows(records)
         rec_md = out_dir / "recovery.md"
-        rec_md.write_text(recovery.markdown(tables, where, args.sweep), encoding="utf-8")
-        for env, rows in tables.items():
+        rec_md.write_text(recovery.markdown(rec_tables, where, args.sweep), encoding="utf-8")
+        for env, rows in rec_tables.items():
             _out(f"## {env}  (optimum recovery)")
             _out(recovery.markdown_table(rows))
         _out(f"wrote {rec_md}")
+    if args.table1:
+        games = table1.build_table1(records, *table1.describe_runs(records), tolerance=args.table1_tolerance)
+        t1_md = out_dir / "table1.md"
+        t1_md.write_text(table1.markdown(games, where, args.sweep, args.table1_tolerance), encoding="utf-8")
+        for game in games:
+            _out(f"## {game.env}  (the paper's Table 1 layout: median runs)")
+            _out(table1.summary_markdown(game))
+        _out(f"wrote {t1_md}")
+    return 0
+
+
+def _export(args, path: str) -> int:
+    import json
+    from pathlib import Path
+
+    from .bench.export import marl_eval_layout
+    from .bench.report import ReportError
+
+    if args.points < 2:
+        raise UsageError(f"--points must be at least 2, got {args.points}")
+    records, metrics, where = _load_records(args, path, args.metric)
+    if not records:
+        raise ReportError(f"no runs{' of sweep ' + repr(args.sweep) if args.sweep else ''} in {where}")
+    export = marl_eval_layout(records, metrics, args.points)
+    out = Path(args.out or f"marl-eval-{args.sweep or 'all'}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(export.data, indent=1), encoding="utf-8")
+    for note in export.dropped:
+        _out(f"  not exported: {note}")
+    _out(f"wrote {out}: {export.runs} runs of {', '.join(metrics)} from {where} in marl-eval's layout "
+         f"({', '.join(f'{env}: {len(tasks)} task(s)' for env, tasks in export.data.items())})")
     return 0
 
 
@@ -335,11 +441,12 @@ def _path(args) -> str:
 
 # Subcommand name -> handler of the parsed arguments; the parser defines the same names.
 COMMANDS = {
-    "install": lambda args: _install(_path(args)),
+    "install": lambda args: _install(_path(args), args.source),
     "uninstall": lambda args: _uninstall(_path(args), args.force),
     "doctor": lambda args: _doctor(_path(args)),
     "bench": lambda args: _bench(args, _path(args)),
     "report": lambda args: _report(args, _path(args)),
+    "export": lambda args: _export(args, _path(args)),
     "dynamics": _dynamics,
 }
 
@@ -347,6 +454,7 @@ COMMANDS = {
 def main(argv: Optional[Sequence[str]] = None) -> int:
     from .bench import MissingDependency
     from .bench.report import ReportError
+    from .bench.runner import Stopped
     from .bench.spec import SweepError
     from .hosts.pymarl2.install import InstallError
 
@@ -360,10 +468,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                             format=f"{PROG}: %(levelname)s: %(message)s")
         if args.command is None:
             raise UsageError(f"a command is required: {', '.join(COMMANDS)} (see {PROG} --help)")
-        return COMMANDS[args.command](args)
-    except KeyboardInterrupt:
-        sys.stderr.write(f"{PROG}: interrupted\n")
-        return 130
+        code = COMMANDS[args.command](args)
+        sys.stdout.flush()  # a reader that went away shows here, not at interpreter exit
+        return code
+    except KeyboardInterrupt as exc:
+        # Ctrl-C, or SIGTERM/SIGHUP during bench (Stopped): exit as the signal would have.
+        stopped = isinstance(exc, Stopped)
+        with contextlib.suppress(OSError):  # after SIGHUP the terminal may be gone
+            sys.stderr.write(f"{PROG}: interrupted{f' by {exc}' if stopped else ''}\n")
+        return 128 + (exc.signum if stopped else signal.SIGINT)
+    except BrokenPipeError:
+        # Whoever read our output stopped (`doctor | head -3`): that is no error of ours.
+        # Python would still try to flush stdout at exit and complain; point it at devnull.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     except (UsageError, InstallError, SweepError, ReportError, MissingDependency, OSError) as exc:
         sys.stderr.write(f"{PROG}: error: {exc}\n")
         return EXIT_ERROR

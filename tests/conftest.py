@@ -1,6 +1,7 @@
 import os
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 # Test helpers (fake host objects) live next to the tests that use them.
@@ -20,7 +21,7 @@ def pytest_addoption(parser):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: long-running; run with --runslow")
-    config.addinivalue_line("markers", "integration: needs PYMARL2_DIR (a PyMARL2 checkout)")
+    config.addinivalue_line("markers", "integration: needs a PyMARL2 checkout (the pymarl2_pristine fixture)")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -33,10 +34,103 @@ def pytest_collection_modifyitems(config, items):
 
 
 # -- shared fixtures: a MongoDB-protocol test server and an installed copy of PyMARL2 --
+from pymarl_nonmono.hosts import checkout  # noqa: E402
+from pymarl_nonmono.hosts.pymarl2 import fetch  # noqa: E402
 from pymarl_nonmono.tracking.testserver import ServerUnavailable, find_executable, mongo_test_server  # noqa: E402
 
-HOST_SKIP = "set PYMARL2_DIR to a clean hijkzzz/pymarl2 checkout (commit 8ccac7c) to run"
 SERVER_SKIP = "nx-27017 is not installed (pip install nx-27017, or pip install -e '.[test]')"
+
+# Where the host tests get PyMARL2, first that works wins: $PYMARL2_DIR (as it is, or a copy
+# uninstalled if ours is installed there), a clone from $PYMARL_NONMONO_PYMARL2_SOURCE, our
+# cache (filled from the bundle next to the project, which developer machines and CI have,
+# else from GitHub). Only when none of them is at hand do the host tests skip.
+PROJECT = Path(__file__).resolve().parents[1]
+SHARED_BUNDLE = PROJECT / ".." / "shared" / "hosts" / f"pymarl2-{fetch.PYMARL2_COMMIT[:7]}.bundle"
+GITHUB_PROBE_S = 20  # a network that drops packets must not hold the suite for minutes
+GIT_TIMEOUT_S = 300
+HOST_SKIP = (f"set PYMARL2_DIR to a clean hijkzzz/pymarl2 checkout (commit {fetch.PYMARL2_COMMIT[:7]}), or "
+             f"{fetch.SOURCE_ENV} to a URL, clone or git bundle of it, to run")
+
+
+def pymarl2_cache() -> Path:
+    """The suite's own PyMARL2 between runs: a clean clone at the pinned commit, never modified."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "pymarl-nonmono" / f"pymarl2-{fetch.PYMARL2_COMMIT[:7]}"
+
+
+def _fill_cache(cache: Path, source: str) -> None:
+    """Clone beside the cache, then rename: another pytest filling it at the same time, or an
+    interrupted clone, never leaves a half checkout where the next run would take it."""
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{cache.name}.", dir=cache.parent))
+    try:
+        fetch.clone_pymarl2(staging / "pymarl2", source, timeout=GIT_TIMEOUT_S)
+        try:
+            os.rename(staging / "pymarl2", cache)
+        except OSError:
+            if not cache.is_dir():  # else another process won the race with the same commit
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def find_pymarl2(tmp_dir: Path) -> Path:
+    """A pristine PyMARL2 checkout for the host tests, or pytest.skip saying how to get one.
+
+    Callers must not modify it (copy it first): it may be the user's $PYMARL2_DIR or our cache."""
+    from pymarl_nonmono.hosts.pymarl2.install import MANIFEST, STATE_DIR, InstallError, uninstall
+
+    given = os.environ.get("PYMARL2_DIR")
+    if given:
+        root = Path(given).expanduser()
+        if not (root / "src" / "main.py").is_file():
+            pytest.fail(f"PYMARL2_DIR={given} is not a PyMARL2 checkout (no src/main.py); unset it or fix it")
+        if not (root / STATE_DIR / MANIFEST).is_file():
+            return root
+        # The README's quick start installs into $PYMARL2_DIR; the tests need the checkout as
+        # it was, which uninstall gives back byte for byte (on a copy: the user's stays installed).
+        copy = tmp_dir / "pymarl2"
+        shutil.copytree(root, copy, symlinks=True, ignore=shutil.ignore_patterns("__pycache__", "results"))
+        try:
+            uninstall(copy)
+        except InstallError as exc:
+            pytest.fail(f"PYMARL2_DIR={given} has pymarl-nonmono installed and cannot be restored on a copy: {exc}")
+        return copy
+    source = os.environ.get(fetch.SOURCE_ENV)
+    if source:
+        try:
+            return fetch.clone_pymarl2(tmp_dir / "pymarl2", source, timeout=GIT_TIMEOUT_S).root
+        except InstallError as exc:
+            pytest.fail(f"{fetch.SOURCE_ENV}={source}: {exc.__cause__ or exc}")
+    tried = []
+    cache = pymarl2_cache()
+    try:
+        if cache.is_dir():
+            if checkout.is_pristine(cache, fetch.PYMARL2_COMMIT, timeout=GIT_TIMEOUT_S):
+                return cache
+            # Ours alone, and it must stay clean: something changed it, start again.
+            shutil.rmtree(cache)
+        for candidate in (SHARED_BUNDLE.resolve(), fetch.PYMARL2_URL):
+            if isinstance(candidate, Path) and not candidate.is_file():
+                tried.append(f"no bundle at {candidate}")
+                continue
+            if candidate == fetch.PYMARL2_URL and (unreachable := checkout.probe(candidate, timeout=GITHUB_PROBE_S)):
+                tried.append(unreachable)
+                continue
+            try:
+                _fill_cache(cache, str(candidate))
+                return cache
+            except InstallError as exc:  # its cause is the plain reason, without the CLI's hint
+                tried.append(str(exc.__cause__ or exc))
+    except (checkout.CheckoutError, OSError) as exc:  # e.g. no git, or a read-only home
+        tried.append(str(exc))
+    pytest.skip(f"no PyMARL2 at hand ({'; '.join(tried)}): {HOST_SKIP}")
+
+
+@pytest.fixture(scope="session")
+def pymarl2_pristine(tmp_path_factory):
+    """The PyMARL2 checkout every host test starts from (see find_pymarl2); read it, never write it."""
+    return find_pymarl2(tmp_path_factory.mktemp("pymarl2-source"))
 
 
 @pytest.fixture(scope="module")
@@ -51,14 +145,11 @@ def mongo_url(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def pymarl2_host(tmp_path_factory):
-    """An installed copy of $PYMARL2_DIR (with results/ of its own)."""
-    src = os.environ.get("PYMARL2_DIR")
-    if not src or not (Path(src) / "src" / "main.py").is_file():
-        pytest.skip(HOST_SKIP)
+def pymarl2_host(pymarl2_pristine, tmp_path_factory):
+    """An installed copy of the pristine PyMARL2 (with results/ of its own)."""
     from pymarl_nonmono.hosts.pymarl2.install import install
 
     root = tmp_path_factory.mktemp("host") / "pymarl2"
-    shutil.copytree(src, root, symlinks=True, ignore=shutil.ignore_patterns(".git", "__pycache__", "results"))
+    shutil.copytree(pymarl2_pristine, root, symlinks=True, ignore=shutil.ignore_patterns(".git", "__pycache__", "results"))
     install(root)
     return root

@@ -1,6 +1,5 @@
 """Sweep specification: file and command-line forms, and every error before anything runs."""
 
-import os
 from pathlib import Path
 
 import pytest
@@ -156,10 +155,10 @@ def test_names_and_keys_checked_against_the_host(fake_host):
     check_against_host(build_sweep(algs=["nonmono_qmix td_lambda=0.5"], envs=["sc2 env_args.map_name=8m"], seeds="1"),
                        fake_host)
     # A key some config has, but not the configs of this run: Sacred would refuse it at start.
-    with pytest.raises(SweepError, match="Sacred would refuse key\\(s\\) .*'temperature_anneal_time' for qmix on sc2; "
+    with pytest.raises(SweepError, match="Sacred would refuse key\\(s\\) .*'rnd_beta_start' for qmix on sc2; "
                                          "set such keys on the algorithms that have them"):
         check_against_host(build_sweep(algs=["qmix", "nonmono_qmix"], envs=["sc2"], seeds="1",
-                                       sets=["temperature_anneal_time=5"]), fake_host)
+                                       sets=["rnd_beta_start=0.2"]), fake_host)
 
 
 def test_shipped_studies_resolve_by_name_and_build():
@@ -181,11 +180,9 @@ def test_a_bare_name_that_is_neither_file_nor_study_lists_the_studies(tmp_path, 
 
 
 @pytest.mark.integration
-@pytest.mark.skipif(not (os.environ.get("PYMARL2_DIR") and Path(os.environ["PYMARL2_DIR"], "src", "main.py").is_file()),
-                    reason="set PYMARL2_DIR to a clean hijkzzz/pymarl2 checkout (commit 8ccac7c) to run")
-def test_shipped_studies_name_configs_and_keys_the_host_knows():
+def test_shipped_studies_name_configs_and_keys_the_host_knows(pymarl2_pristine):
     for name in shipped_sweeps():
-        check_against_host(build_sweep(name), Path(os.environ["PYMARL2_DIR"]))
+        check_against_host(build_sweep(name), pymarl2_pristine)
 
 
 def test_matrix_study_sets_what_the_shipped_matrix_config_says():

@@ -1,6 +1,6 @@
 """The whole path on a real PyMARL2: sweep -> MongoDB (nx-27017) and FileStorage -> report from either.
 
-Slow (minutes): run with --runslow. Needs PYMARL2_DIR (a clean checkout; a copy is
+Slow (minutes): run with --runslow. Needs PyMARL2 (conftest's pymarl2_pristine; a copy is
 installed) and nx-27017; skipped otherwise.
 """
 

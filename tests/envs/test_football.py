@@ -6,7 +6,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import multiprocessing
-import os
 import shutil
 import subprocess
 import sys
@@ -330,7 +329,6 @@ def test_checkpoint_reward_equals_gfootballs_wrapper():
 
 # --- end to end through PyMARL2 (slow) -------------------------------------------------
 
-HOST = os.environ.get("PYMARL2_DIR")
 SHORT = [
     "use_cuda=False", "t_max=300", "test_interval=150", "test_nepisode=8", "log_interval=150",
     "runner_log_interval=150", "learner_log_interval=150", "batch_size=8", "buffer_size=32",
@@ -339,11 +337,11 @@ SHORT = [
 
 
 @pytest.fixture(scope="module")
-def grf_host(tmp_path_factory):
+def grf_host(pymarl2_pristine, tmp_path_factory):
     from pymarl_nonmono import cli
 
     root = tmp_path_factory.mktemp("grf_host") / "pymarl2"
-    shutil.copytree(HOST, root, symlinks=True, ignore=shutil.ignore_patterns("results", "__pycache__"))
+    shutil.copytree(pymarl2_pristine, root, symlinks=True, ignore=shutil.ignore_patterns("results", "__pycache__"))
     assert cli.main(["install", str(root)]) == 0
     return root
 
@@ -351,10 +349,6 @@ def grf_host(tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.integration
 @needs_gfootball
-@pytest.mark.skipif(
-    not HOST or not (Path(HOST) / "src" / "main.py").is_file(),
-    reason="set PYMARL2_DIR to a clean hijkzzz/pymarl2 checkout (commit 8ccac7c) to run the GRF smoke test",
-)
 @pytest.mark.parametrize("alg,extra", [
     ("nonmono_qmix", []),
     ("nonmono_qmix_sarsa", []),

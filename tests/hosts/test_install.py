@@ -4,8 +4,10 @@ Three kinds of tests:
 - no host needed (errors, CLI arguments, doctor on an empty folder, credential masking);
 - a synthetic checkout with synthetic patches (the install machinery: backups, rollback,
   --force, created files, CRLF), run everywhere;
-- the real patches on a copy of the real PyMARL2, only when PYMARL2_DIR names a clean
-  hijkzzz/pymarl2 checkout (we cannot ship PyMARL2's files).
+- the real patches on a copy of the real PyMARL2 (conftest's pymarl2_pristine: $PYMARL2_DIR,
+  else a clone at 8ccac7c; we cannot ship PyMARL2's files);
+- cloning PyMARL2 into a new folder (``install --source``), against a tiny git repository
+  made here and against the PyMARL2 bundle next to the project.
 """
 
 from __future__ import annotations
@@ -23,8 +25,6 @@ from pymarl_nonmono import cli
 from pymarl_nonmono.hosts.pymarl2 import doctor as doc
 from pymarl_nonmono.hosts.pymarl2 import install as inst
 from pymarl_nonmono.patching import parse_patch
-
-SKIP_REAL = "set PYMARL2_DIR to a clean hijkzzz/pymarl2 checkout (commit 8ccac7c) to run"
 
 
 def tree_digest(root: Path) -> dict[str, tuple[int, str]]:
@@ -54,6 +54,7 @@ def run_cli(capsys, *argv):
 
 
 def test_install_into_non_checkout_is_an_error(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("not PyMARL2")  # not empty: install must not clone here
     before = tree_digest(tmp_path)
     with pytest.raises(inst.InstallError, match="not a PyMARL2 checkout") as info:
         inst.install(tmp_path)
@@ -62,6 +63,7 @@ def test_install_into_non_checkout_is_an_error(tmp_path, capsys):
     code, out, err = run_cli(capsys, "install", str(tmp_path))
     assert code == 2 and out == ""
     assert err.startswith("pymarl-nonmono: error: not a PyMARL2 checkout:") and err.count("\n") == 1
+    assert "clones PyMARL2 only into a new or empty folder" in err
     assert "Traceback" not in err
     assert tree_digest(tmp_path) == before
 
@@ -320,15 +322,12 @@ def test_fake_doctor_reports_patch_state(fake_host, capsys, monkeypatch):
 
 
 @pytest.fixture
-def real_host(tmp_path):
-    src = os.environ.get("PYMARL2_DIR")
-    if not src or not Path(src, "src/main.py").is_file():
-        pytest.skip(SKIP_REAL)
+def real_host(pymarl2_pristine, tmp_path):
     root = tmp_path / "pymarl2"
-    shutil.copytree(src, root, symlinks=True, ignore=shutil.ignore_patterns(".git", "__pycache__", "results"))
+    shutil.copytree(pymarl2_pristine, root, symlinks=True, ignore=shutil.ignore_patterns(".git", "__pycache__", "results"))
     series = [p for p, _ in inst.shipped_patches()]
     if inst.series_state(series, inst.read_targets(inst.touched_paths(series), root)).applied:
-        pytest.skip(f"PYMARL2_DIR={src} is already patched; " + SKIP_REAL)
+        pytest.skip(f"{pymarl2_pristine} is already patched: these tests need a clean hijkzzz/pymarl2 checkout")
     return root
 
 
@@ -408,3 +407,182 @@ def test_every_subcommand_has_a_handler_and_every_handler_a_subcommand():
     parser = cli._build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     assert set(sub.choices) == set(cli.COMMANDS)
+
+
+# ----------------------------------------------------------------- cloning PyMARL2 into a new folder
+
+from pymarl_nonmono.hosts import checkout  # noqa: E402
+from pymarl_nonmono.hosts.pymarl2 import fetch  # noqa: E402
+
+# From the project root, as in CI and on developer machines; absent elsewhere (tests skip).
+PYMARL2_BUNDLE = Path(__file__).resolve().parents[2] / ".." / "shared" / "hosts" / "pymarl2-8ccac7c.bundle"
+needs_bundle = pytest.mark.skipif(not PYMARL2_BUNDLE.is_file(), reason=f"no PyMARL2 bundle at {PYMARL2_BUNDLE}")
+
+
+def git(*args, cwd: Path) -> str:
+    import subprocess
+
+    proc = subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.org", "-c", "init.defaultBranch=main",
+                           *args], cwd=cwd, capture_output=True, text=True, check=True)
+    return proc.stdout.strip()
+
+
+@pytest.fixture
+def tiny_repo(tmp_path):
+    """A git repository with two commits; returns (path, first commit, second commit)."""
+    repo = tmp_path / "tiny"
+    repo.mkdir()
+    git("init", "--quiet", cwd=repo)
+    (repo / "a.txt").write_text("first\n")
+    git("add", "a.txt", cwd=repo)
+    git("commit", "--quiet", "-m", "first", cwd=repo)
+    first = git("rev-parse", "HEAD", cwd=repo)
+    (repo / "b.txt").write_text("later\n")
+    git("add", "b.txt", cwd=repo)
+    git("commit", "--quiet", "-m", "later", cwd=repo)
+    return repo, first, git("rev-parse", "HEAD", cwd=repo)
+
+
+def test_clone_checks_out_the_commit_detached_even_when_the_source_has_later_ones(tiny_repo, tmp_path):
+    repo, first, _ = tiny_repo
+    clone = checkout.clone_at_commit(str(repo), tmp_path / "deep" / "dest", first)
+    assert clone.root == tmp_path / "deep" / "dest" and clone.commit == first
+    assert git("rev-parse", "HEAD", cwd=clone.root) == first
+    assert git("rev-parse", "--abbrev-ref", "HEAD", cwd=clone.root) == "HEAD"  # detached
+    assert (clone.root / "a.txt").is_file() and not (clone.root / "b.txt").exists()
+    assert checkout.is_pristine(clone.root, first)
+    (clone.root / "a.txt").write_text("edited\n")
+    assert not checkout.is_pristine(clone.root, first)
+
+
+def test_clone_into_an_existing_empty_folder_keeps_the_folder(tiny_repo, tmp_path):
+    repo, first, _ = tiny_repo
+    dest = tmp_path / "empty"
+    dest.mkdir()
+    inode = dest.stat().st_ino
+    checkout.clone_at_commit(str(repo), dest, first)
+    assert dest.stat().st_ino == inode and (dest / "a.txt").is_file()
+
+
+def test_untracked_file_makes_a_clone_not_pristine(tiny_repo, tmp_path):
+    repo, first, _ = tiny_repo
+    clone = checkout.clone_at_commit(str(repo), tmp_path / "dest", first)
+    (clone.root / "new.txt").write_text("x")
+    assert not checkout.is_pristine(clone.root, first)
+    assert not checkout.is_pristine(tmp_path, first)  # not a git checkout at all
+
+
+@pytest.mark.parametrize("existing", [False, True])
+def test_absent_commit_is_an_error_and_leaves_nothing_behind(tiny_repo, tmp_path, existing):
+    repo, _, _ = tiny_repo
+    dest = tmp_path / "dest"
+    if existing:
+        dest.mkdir()
+    with pytest.raises(checkout.CheckoutError, match=f"does not contain commit {'0' * 40}"):
+        checkout.clone_at_commit(str(repo), dest, "0" * 40)
+    assert (dest.is_dir() and not any(dest.iterdir())) if existing else not dest.exists()
+
+
+@pytest.mark.parametrize("make_source, needle", [
+    (lambda tmp: str(tmp / "nowhere"), "no such file or folder"),
+    (lambda tmp: str(tmp), "cannot clone"),  # a folder, but not a repository
+    (lambda tmp: "file:///nonexistent/repo.git", "cannot clone file:///nonexistent/repo.git"),
+])
+def test_unreachable_source_is_a_one_line_error(tmp_path, make_source, needle):
+    source = make_source(tmp_path / "src")
+    (tmp_path / "src").mkdir()
+    with pytest.raises(checkout.CheckoutError, match=needle) as info:
+        checkout.clone_at_commit(source, tmp_path / "dest", "0" * 40)
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "dest").exists()
+    assert checkout.probe(source) is not None
+
+
+def test_probe_answers_none_for_a_repository(tiny_repo):
+    assert checkout.probe(str(tiny_repo[0])) is None
+
+
+def test_non_empty_destination_is_refused_untouched(tiny_repo, tmp_path):
+    repo, first, _ = tiny_repo
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / "mine.txt").write_text("keep")
+    with pytest.raises(checkout.CheckoutError, match="not empty"):
+        checkout.clone_at_commit(str(repo), dest, first)
+    assert [p.name for p in dest.iterdir()] == ["mine.txt"]
+
+
+def test_git_missing_is_a_one_line_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    with pytest.raises(checkout.GitNotFound):
+        checkout.clone_at_commit("https://example.org/x.git", tmp_path / "dest", "0" * 40)
+    code, out, err = run_cli(capsys, "install", str(tmp_path / "dest"), "--source", "https://example.org/x.git")
+    assert code == 2 and err.count("\n") == 1
+    assert "git is not installed" in err and fetch.PYMARL2_URL in err
+    assert not (tmp_path / "dest").exists()
+
+
+def test_a_git_that_does_not_answer_is_stopped_by_the_timeout(tmp_path, monkeypatch):
+    # A stand-in for git on a network that drops packets: it never answers.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "git"
+    fake.write_text("#!/bin/sh\nexec sleep 30\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}/usr/bin{os.pathsep}/bin")
+    assert "no answer within 0.5 s" in checkout.probe("https://example.org/x.git", timeout=0.5)
+    with pytest.raises(checkout.CheckoutError, match="no answer within 0.5 s"):
+        checkout.clone_at_commit("https://example.org/x.git", tmp_path / "dest", "0" * 40, timeout=0.5)
+    assert not (tmp_path / "dest").exists()
+
+
+def test_cli_source_without_the_pinned_commit_is_an_error_naming_the_commit(tiny_repo, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv(fetch.SOURCE_ENV, str(tiny_repo[0]))  # the variable is the source when --source is absent
+    code, out, err = run_cli(capsys, "install", str(tmp_path / "dest"))
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert f"does not contain commit {fetch.PYMARL2_COMMIT}" in err and "--source" in err and fetch.SOURCE_ENV in err
+    assert f"from {tiny_repo[0]} into" in out
+    assert not (tmp_path / "dest").exists()
+
+
+def test_cli_unreachable_source_is_a_one_line_error(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "install", str(tmp_path / "dest"), "--source", str(tmp_path / "nowhere.bundle"))
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith(f"pymarl-nonmono: error: cannot clone {tmp_path / 'nowhere.bundle'}:")
+    assert not (tmp_path / "dest").exists()
+
+
+def test_source_defaults_to_the_variable_then_github(monkeypatch):
+    monkeypatch.delenv(fetch.SOURCE_ENV, raising=False)
+    assert fetch.pymarl2_source() == fetch.PYMARL2_URL == "https://github.com/hijkzzz/pymarl2"
+    monkeypatch.setenv(fetch.SOURCE_ENV, "/some/bundle")
+    assert fetch.pymarl2_source() == "/some/bundle"
+    assert fetch.pymarl2_source("/explicit") == "/explicit"
+
+
+@needs_bundle
+def test_cli_install_clones_the_bundle_into_a_new_folder_then_patches(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv(fetch.SOURCE_ENV, raising=False)
+    dest = tmp_path / "new" / "pymarl2"
+    code, out, err = run_cli(capsys, "install", str(dest), "--source", str(PYMARL2_BUNDLE))
+    assert code == 0, err
+    assert f"cloned into {dest}: HEAD detached at 8ccac7c" in out
+    assert git("rev-parse", "HEAD", cwd=dest) == fetch.PYMARL2_COMMIT
+    names = [p.name for p, _ in inst.shipped_patches()]
+    assert all(f"applied {name}" in out for name in names)
+    code, out, _ = run_cli(capsys, "install", str(dest), "--source", str(PYMARL2_BUNDLE))
+    assert code == 0 and "already installed" in out and "--source is only used to clone into a new folder" in out
+
+
+@needs_bundle
+def test_a_source_with_later_commits_gives_exactly_the_pinned_commit(tmp_path, capsys, monkeypatch):
+    later = tmp_path / "later"
+    git("clone", "--quiet", str(PYMARL2_BUNDLE), str(later), cwd=tmp_path)
+    (later / "src" / "main.py").write_text("# a later upstream change\n")
+    git("commit", "--quiet", "-am", "later", cwd=later)
+    monkeypatch.setenv(fetch.SOURCE_ENV, str(later))
+    dest = tmp_path / "pymarl2"
+    code, _, err = run_cli(capsys, "install", str(dest))
+    assert code == 0, err
+    assert git("rev-parse", "HEAD", cwd=dest) == fetch.PYMARL2_COMMIT
+    assert "# a later upstream change" not in (dest / "src" / "main.py").read_text()

@@ -6,14 +6,13 @@ into ours by an explicit name map, and Q_tot must agree on random inputs. With
 ``use_orthogonal`` the two initialisations draw from different random streams, so they are
 compared by their statistics: every linear layer orthogonal with gain 1 and a zero bias.
 
-Runs when PYMARL2_DIR names a PyMARL2 checkout (commit 8ccac7c); imports from its ``src/``.
+Runs on conftest's pymarl2_pristine ($PYMARL2_DIR, else a clone of hijkzzz/pymarl2 at 8ccac7c);
+imports from its ``src/`` (read only).
 """
 
 from __future__ import annotations
 
-import os
 import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -23,14 +22,7 @@ from pymarl_nonmono.numerics.mixers import make_mixer
 
 from fake_host import RecordingLogger, TinyAgent, make_args, scheme
 
-HOST = os.environ.get("PYMARL2_DIR")
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(
-        not HOST or not (Path(HOST) / "src" / "modules" / "mixers" / "nmix.py").is_file(),
-        reason="set PYMARL2_DIR to a clean hijkzzz/pymarl2 checkout (commit 8ccac7c) to compare with its nmix mixer",
-    ),
-]
+pytestmark = [pytest.mark.integration]
 
 # stock nmix parameter -> ours. Only hyper_b1 differs: nmix wraps its one layer in a Sequential.
 STOCK_TO_OURS = {
@@ -50,13 +42,13 @@ SIZES = [(8, 230, 32, 64), (3, 10, 8, 16), (2, 5, 4, 3)]
 
 
 @pytest.fixture(scope="module")
-def nmix():
-    """PyMARL2's ``modules.mixers.nmix`` module, imported from $PYMARL2_DIR/src.
+def nmix(pymarl2_pristine):
+    """PyMARL2's ``modules.mixers.nmix`` module, imported from the pristine checkout's src/.
 
     Its top-level package names (``modules``, ``utils``) are generic, so the path and the
     modules are removed again afterwards, leaving other tests' imports alone.
     """
-    src = str(Path(HOST) / "src")
+    src = str(pymarl2_pristine / "src")
     host_names = lambda: [n for n in sys.modules if n.split(".")[0] in ("modules", "utils")]  # noqa: E731
     others = {n: sys.modules.pop(n) for n in host_names()}  # another package's "utils", if any
     sys.path.insert(0, src)

@@ -1,7 +1,7 @@
 """End to end on a real PyMARL2 checkout: install, train, Sacred records, uninstall.
 
-Runs when PYMARL2_DIR names a clean hijkzzz/pymarl2 checkout (commit 8ccac7c); works on
-a temporary copy. Each run is a real ``python src/main.py`` subprocess.
+Runs on conftest's pymarl2_pristine ($PYMARL2_DIR, else a clone of hijkzzz/pymarl2 at
+8ccac7c); works on a temporary copy. Each run is a real ``python src/main.py`` subprocess.
 """
 
 from __future__ import annotations
@@ -18,14 +18,7 @@ import pytest
 
 from pymarl_nonmono import cli
 
-HOST = os.environ.get("PYMARL2_DIR")
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(
-        not HOST or not (Path(HOST) / "src" / "main.py").is_file(),
-        reason="set PYMARL2_DIR to a clean hijkzzz/pymarl2 checkout (commit 8ccac7c) to run the host integration tests",
-    ),
-]
+pytestmark = [pytest.mark.integration]
 
 SHORT = [
     "use_cuda=False", "t_max=120", "test_interval=40", "test_nepisode=4", "log_interval=40",
@@ -50,9 +43,9 @@ def tree_digest(root: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def host(tmp_path_factory):
+def host(pymarl2_pristine, tmp_path_factory):
     root = tmp_path_factory.mktemp("host") / "pymarl2"
-    shutil.copytree(HOST, root, symlinks=True, ignore=shutil.ignore_patterns("results", "__pycache__"))
+    shutil.copytree(pymarl2_pristine, root, symlinks=True, ignore=shutil.ignore_patterns("results", "__pycache__"))
     pristine = tree_digest(root)
     assert cli.main(["install", str(root)]) == 0
     assert tree_digest(root) != pristine

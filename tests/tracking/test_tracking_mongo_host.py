@@ -1,6 +1,6 @@
 """A real PyMARL2 run recording into a real MongoDB-protocol server (nx-27017).
 
-Needs PYMARL2_DIR (a clean checkout; a copy is installed) and nx-27017; skipped otherwise.
+Needs PyMARL2 (conftest's pymarl2_pristine; a copy is installed) and nx-27017; skipped otherwise.
 """
 
 import json

@@ -197,7 +197,12 @@ class InstallResult:
 
 
 def install(path: str | os.PathLike) -> InstallResult:
-    root = check_checkout(path)
+    try:
+        root = check_checkout(path)
+    except InstallError as exc:
+        # The command line clones into a new or empty folder first (fetch.py): whatever
+        # reaches here holds something else, which we must not clone over.
+        raise InstallError(f"{exc}; `pymarl-nonmono install` clones PyMARL2 only into a new or empty folder") from exc
     patches = shipped_patches()
     series = [p for p, _ in patches]
     current = read_targets(touched_paths(series), root)
