@@ -123,6 +123,19 @@ def test_misspelled_key_on_the_command_line_is_an_error(host, alg):
     assert "ConfigAddedError" not in out
 
 
+def test_stock_algorithm_trains_with_our_softmax_exploration(host):
+    # The README offers stock algorithms our Boltzmann selector; its keys must be ones a stock
+    # config accepts on the command line.
+    root, _ = host
+    proc = run_main(root, "--config=qmix", "--env-config=one_step_matrix_game", "with", *SHORT,
+                    "action_selector=softmax", "temperature_start=2.0", "selector_schedule=exp", "name=qmix_softmax")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run_dir = latest_run(root, "one_step_matrix_game", "qmix_softmax")
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "COMPLETED"
+    config = json.loads((run_dir / "config.json").read_text())
+    assert (config["action_selector"], config["temperature_start"], config["selector_schedule"]) == ("softmax", 2.0, "exp")
+
+
 def test_no_warning_that_is_not_the_users_business(host):
     # sacred's import warned "pkg_resources is deprecated"; PyMARL2 printed the ImportError
     # of the optional gfootball on every run.
