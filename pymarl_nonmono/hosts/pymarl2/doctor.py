@@ -68,7 +68,7 @@ ESSENTIAL = ("host", "patches", "plugin")
 
 def doctor(path: str | os.PathLike) -> list[Check]:
     checks = host_checks(Path(path).expanduser())
-    for fn in (plugin_check, smac_check, sc2_check, gfootball_check, mongo_check):
+    for fn in (plugin_check, smac_check, sc2_check, smaclite_check, gfootball_check, mongo_check):
         try:
             checks.append(fn())
         except Exception as exc:  # a broken optional package must not stop the report
@@ -187,6 +187,18 @@ def sc2_check() -> Check:
     if not bases:
         return Check("sc2", MISSING, f"no StarCraft II game at {root} (no Versions/Base* folder; {source})", SC2_FIX)
     return Check("sc2", OK, f"StarCraft II at {root} ({', '.join(bases)})")
+
+
+def smaclite_check() -> Check:
+    from ...envs import smaclite  # our env's own requirements
+
+    with _quiet("importing smaclite"):
+        problems = smaclite.smaclite_problems()
+    if problems:
+        # Each problem ends with its fix (envs/smaclite.py's INSTALL_HINT).
+        return Check("smaclite", MISSING, "; ".join(problems) + " (needed for env=smaclite only)")
+    return Check("smaclite", OK, f"SMAClite importable: env=smaclite runs SMAC's maps {', '.join(smaclite.SMAC_EPISODE_LIMITS)} "
+                 "without StarCraft II")
 
 
 def gfootball_check() -> Check:

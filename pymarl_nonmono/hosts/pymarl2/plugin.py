@@ -62,6 +62,7 @@ def activate() -> list[str]:
 
     from ...envs.football import make_football_env
     from ...envs.matrix import make_matrix_game
+    from ...envs.smaclite import make_smaclite_env
     from .controller import NonMonoMAC
     from .diagnostics import with_stock_diagnostics
     from .learner import NonMonoLearner
@@ -76,9 +77,10 @@ def activate() -> list[str]:
     # Host env registry values are factories called with **env_args.
     envs.REGISTRY.setdefault("matrix_game", make_matrix_game)
     envs.REGISTRY.setdefault("grf", make_football_env)
+    envs.REGISTRY.setdefault("smaclite", make_smaclite_env)
     for name, fn in list(host_run.REGISTRY.items()):
         host_run.REGISTRY[name] = _with_preflight(fn)
-    log.debug("pymarl-nonmono registered %s, %s, %s, envs matrix_game and grf", LEARNER, MAC, SELECTOR)
+    log.debug("pymarl-nonmono registered %s, %s, %s, envs matrix_game, grf and smaclite", LEARNER, MAC, SELECTOR)
     return [str(config_root())]
 
 

@@ -111,7 +111,19 @@ def starcraft_problems(map_name: str | None = None) -> list[str]:
         maps = sc2_root() / "Maps"
         if not any(maps.rglob(f"{map_name}.SC2Map")):
             problems.append(f"map {map_name!r} not found under {maps}. Fix: copy SMAC's maps (SMAC_Maps) there")
-    return problems
+    alternative = smaclite_alternative(map_name) if problems and map_name else None
+    return problems + [alternative] if alternative else problems
+
+
+def smaclite_alternative(map_name: str) -> str | None:
+    """The SMAClite command that runs ``map_name`` without StarCraft II; None if SMAClite lacks the map."""
+    from ...envs.smaclite import INSTALL_HINT, SMAC_EPISODE_LIMITS, smaclite_problems
+
+    if map_name not in SMAC_EPISODE_LIMITS:
+        return None
+    text = (f"or run the same map without StarCraft II on SMAClite: `--env-config=smaclite with "
+            f"env_args.map_name={map_name}` in place of `--env-config=sc2` (docs/smaclite.md)")
+    return text if not smaclite_problems() else f"{text}; install SMAClite first: {INSTALL_HINT}"
 
 
 def check_environment(config: Mapping) -> None:
@@ -124,6 +136,11 @@ def check_environment(config: Mapping) -> None:
 
         football_settings(env_args)  # bad scenario / agent count: ConfigError naming the key
         problems = football_problems()
+    elif env == "smaclite":
+        from ...envs.smaclite import smaclite_problems, smaclite_settings
+
+        smaclite_settings(env_args)  # unknown key or map: ConfigError naming the allowed ones
+        problems = smaclite_problems()
     elif env == "gfootball":  # PyMARL2's own GRF env imports gfootball when it is created
         from ...envs.football import football_problems
 
