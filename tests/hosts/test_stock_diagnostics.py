@@ -1,7 +1,6 @@
 """IGM diagnostics computed from outside a stock learner (fake host objects)."""
 
 import logging
-import os
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -155,12 +154,10 @@ def test_dueling_rejects_avail_of_another_shape():
 
 
 @pytest.fixture
-def stock_dmaqer():
-    """PyMARL2's QPLEX mixer class, imported from $PYMARL2_DIR/src (skips without it)."""
-    host = os.environ.get("PYMARL2_DIR")
-    if not host or not (Path(host) / "src" / "modules" / "mixers" / "dmaq_general.py").is_file():
-        pytest.skip("set PYMARL2_DIR to a clean hijkzzz/pymarl2 checkout (commit 8ccac7c) to use its QPLEX mixer")
-    src = str(Path(host) / "src")
+def stock_dmaqer(pymarl2_pristine):
+    """PyMARL2's QPLEX mixer class, imported from the host checkout's src/."""
+    # conftest's pymarl2_pristine: PYMARL2_DIR, else the suite's own clone (CI: the shared bundle).
+    src = str(Path(pymarl2_pristine) / "src")
     host_names = lambda: [n for n in sys.modules if n.split(".")[0] == "modules"]  # noqa: E731
     others = {n: sys.modules.pop(n) for n in host_names()}
     sys.path.insert(0, src)
