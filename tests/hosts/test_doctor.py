@@ -64,6 +64,15 @@ def test_git_checkout_is_suggested_only_in_a_git_checkout(tmp_path, capsys, git)
     assert ("pristine copy of hijkzzz/pymarl2 commit 8ccac7c" in patches) is not git
 
 
+@pytest.mark.parametrize("git", [True, False])
+def test_install_refusal_suggests_git_only_in_a_git_checkout(tmp_path, capsys, git):
+    root = hand_edited_checkout(tmp_path, git)
+    code, _, err = run_cli(capsys, "install", str(root))
+    assert code == 2 and "nothing was changed" in err
+    assert ("git -C" in err and "checkout -- src" in err) is git
+    assert ("pristine copy of hijkzzz/pymarl2 commit 8ccac7c" in err) is not git
+
+
 def test_gfootball_missing_has_one_fix_the_one_the_env_gives(monkeypatch):
     without_gfootball(monkeypatch)
     check = doc.gfootball_check()

@@ -28,6 +28,7 @@ from .install import (
     InstallError,
     check_checkout,
     manifest_path,
+    restore_hint,
     shipped_patches,
     touched_paths,
 )
@@ -115,13 +116,6 @@ def host_checks(path: Path) -> list[Check]:
         have = f"applied {', '.join(done)}; " if done else ""
         checks.append(Check("patches", MISSING, f"{have}not applied {', '.join(todo)}", fix))
     return checks
-
-
-def restore_hint(root: Path) -> str:
-    """How to get a checkout's original files back: git only where ``root`` is a git checkout."""
-    if (root / ".git").exists():
-        return f"restore the original files (git -C {root} checkout -- src)"
-    return f"replace {root} with a pristine copy of {HOST_COMMIT}"
 
 
 def plugin_check() -> Check:

@@ -47,6 +47,13 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def restore_hint(root: Path) -> str:
+    """How to get a checkout's original files back: git only where ``root`` is a git checkout."""
+    if (root / ".git").exists():
+        return f"restore the original files (git -C {root} checkout -- src)"
+    return f"replace {root} with a pristine copy of {HOST_COMMIT}"
+
+
 def check_checkout(path: str | os.PathLike) -> Path:
     """Return ``path`` resolved if it is a PyMARL2 checkout, else raise :class:`InstallError`."""
     root = Path(path).expanduser()
@@ -212,7 +219,7 @@ def install(path: str | os.PathLike) -> InstallResult:
         if read_manifest(root) is not None:
             hint = f"an earlier pymarl-nonmono install is here: run `pymarl-nonmono uninstall {root}` first"
         else:
-            hint = f"the patches are made against {HOST_COMMIT}: restore the original files (e.g. `git checkout -- src`)"
+            hint = f"the patches are made against {HOST_COMMIT}: {restore_hint(root)}"
         raise InstallError(f"cannot install into {root}: {exc}; nothing was changed; {hint}") from exc
     result = InstallResult(root, already=[p.name for p in series[: state.applied]])
     if state.applied == len(series):
