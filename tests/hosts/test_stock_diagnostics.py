@@ -1,8 +1,6 @@
 """IGM diagnostics computed from outside a stock learner (fake host objects)."""
 
 import logging
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -12,6 +10,7 @@ from pymarl_nonmono.envs.matrix import resolve_payoff
 from pymarl_nonmono.hosts.pymarl2 import diagnostics as diag
 
 from fake_host import FakeBatch, RecordingLogger
+from host_modules import imported_from_host
 
 # Agent utilities whose greedy joint action is (0, 0), the optimum of QTRAN's game.
 AGENT_Q = torch.tensor([[3.0, 1.0, 0.0], [2.0, 0.5, 0.0]])
@@ -157,18 +156,8 @@ def test_dueling_rejects_avail_of_another_shape():
 def stock_dmaqer(pymarl2_pristine):
     """PyMARL2's QPLEX mixer class, imported from the host checkout's src/."""
     # conftest's pymarl2_pristine: PYMARL2_DIR, else the suite's own clone (CI: the shared bundle).
-    src = str(Path(pymarl2_pristine) / "src")
-    host_names = lambda: [n for n in sys.modules if n.split(".")[0] == "modules"]  # noqa: E731
-    others = {n: sys.modules.pop(n) for n in host_names()}
-    sys.path.insert(0, src)
-    try:
-        from modules.mixers.dmaq_general import DMAQer as StockDMAQer
-    finally:
-        sys.path.remove(src)
-    yield StockDMAQer
-    for name in host_names():
-        del sys.modules[name]
-    sys.modules.update(others)
+    with imported_from_host(pymarl2_pristine, "modules.mixers.dmaq_general") as module:
+        yield module.DMAQer
 
 
 def test_dueling_q_tot_equals_the_qplex_learner_on_the_real_mixer(stock_dmaqer):

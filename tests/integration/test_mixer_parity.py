@@ -12,7 +12,6 @@ imports from its ``src/`` (read only).
 
 from __future__ import annotations
 
-import sys
 from types import SimpleNamespace
 
 import pytest
@@ -21,6 +20,7 @@ import torch
 from pymarl_nonmono.numerics.mixers import make_mixer
 
 from fake_host import RecordingLogger, TinyAgent, make_args, scheme
+from host_modules import imported_from_host
 
 pytestmark = [pytest.mark.integration]
 
@@ -48,18 +48,8 @@ def nmix(pymarl2_pristine):
     Its top-level package names (``modules``, ``utils``) are generic, so the path and the
     modules are removed again afterwards, leaving other tests' imports alone.
     """
-    src = str(pymarl2_pristine / "src")
-    host_names = lambda: [n for n in sys.modules if n.split(".")[0] in ("modules", "utils")]  # noqa: E731
-    others = {n: sys.modules.pop(n) for n in host_names()}  # another package's "utils", if any
-    sys.path.insert(0, src)
-    try:
-        import modules.mixers.nmix as module
-    finally:
-        sys.path.remove(src)
-    yield module
-    for name in host_names():
-        del sys.modules[name]
-    sys.modules.update(others)
+    with imported_from_host(pymarl2_pristine, "modules.mixers.nmix") as module:
+        yield module
 
 
 def build_pair(nmix, sizes, pos_func, beta, use_orthogonal, seed=0):
