@@ -32,14 +32,6 @@ METRICS = (OPTIMAL, PAYOFF_ERROR, IGM_CONSISTENT)
 _ONE = 1.0 - 1e-9
 
 
-def _final(record: RunRecord, name: str) -> Optional[float]:
-    pair = record.series.get(name)
-    if pair is None or not len(pair[0]):
-        return None
-    steps, values = pair
-    return float(values[int(np.argmax(steps))])
-
-
 def recovery_step(steps: np.ndarray, values: np.ndarray) -> Optional[float]:
     """First step from which every logged value is optimal (== 1); None if the last is not."""
     order = np.argsort(steps, kind="stable")
@@ -84,8 +76,8 @@ def recovery_rows(records: Sequence[RunRecord]) -> dict[str, list[RecoveryRow]]:
             runs = [r for r in included if r.env == env and r.alg == alg]
             gone = [r for r in excluded if r.env == env and r.alg == alg]
             when = [s for r in runs if (s := recovery_step(*r.series[OPTIMAL])) is not None]
-            igm = [v for r in runs if (v := _final(r, IGM_CONSISTENT)) is not None]
-            err = [v for r in runs if (v := _final(r, PAYOFF_ERROR)) is not None]
+            igm = [v for r in runs if (v := r.final(IGM_CONSISTENT)) is not None]
+            err = [v for r in runs if (v := r.final(PAYOFF_ERROR)) is not None]
             rows.append(RecoveryRow(alg, len(runs), len(when), when, (sum(v >= _ONE for v in igm), len(igm)),
                                     mean_ci(err) if err else (math.nan, math.nan, 0), gone))
         out[env] = rows

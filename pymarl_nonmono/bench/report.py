@@ -94,6 +94,14 @@ class RunRecord:
     def label(self) -> str:
         return f"{self.alg} seed {self.seed}" if self.seed is not None else f"{self.alg} ({self.ref})"
 
+    def final(self, name: str) -> Optional[float]:
+        """The value of series ``name`` at its last logged step; None when not recorded."""
+        pair = self.series.get(name)
+        if pair is None or not len(pair[0]):
+            return None
+        steps, values = pair
+        return float(values[int(np.argmax(steps))])
+
 
 def _labels(config: Mapping) -> tuple[str, str, Optional[int], str]:
     env_args = config.get("env_args") or {}

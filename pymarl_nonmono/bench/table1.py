@@ -35,11 +35,11 @@ import numpy as np
 
 from ..envs.matrix import PRESETS, resolve_payoff
 from ..errors import ConfigError
+from .recovery import PAYOFF_ERROR
 from .report import RunRecord, _count_notes, classify
 
 log = logging.getLogger(__name__)
 
-PAYOFF_ERROR = "payoff_max_abs_error"
 GREEDY_INDEX = "greedy_joint_index"
 GREEDY_OPTIMAL = "greedy_optimal"
 METRICS = (PAYOFF_ERROR, GREEDY_INDEX, GREEDY_OPTIMAL)
@@ -158,14 +158,6 @@ def _read_config(path: Path) -> Optional[dict]:
 # --------------------------------------------------------------------------- the tables
 
 
-def _final(record: RunRecord, name: str) -> Optional[float]:
-    pair = record.series.get(name)
-    if pair is None or not len(pair[0]):
-        return None
-    steps, values = pair
-    return float(values[int(np.argmax(steps))])
-
-
 def _table_shape(records: Sequence[RunRecord]) -> Optional[tuple[int, int]]:
     """(A_1, A_2) from the ``q_tot_<i>_<j>`` names the runs record; None without a two-agent table."""
     cells = [name.split("_")[2:] for r in records for name in r.series if name.startswith("q_tot_")]
@@ -207,7 +199,7 @@ class GameTable:
 
 
 def _greedy(record: RunRecord, shape: tuple[int, int]) -> Optional[tuple[int, int]]:
-    index = _final(record, GREEDY_INDEX)
+    index = record.final(GREEDY_INDEX)
     if index is None:
         return None
     base = max(shape)  # the diagnostics index the full [A]^N table, A the largest action count
@@ -217,7 +209,7 @@ def _greedy(record: RunRecord, shape: tuple[int, int]) -> Optional[tuple[int, in
 def matches(record: RunRecord, entry: PaperEntry, shape: tuple[int, int], tolerance: float) -> bool:
     """Whether a run's final diagnostics match the paper's outcome (module docstring)."""
     if entry.outcome == EXACT:
-        error, optimal = _final(record, PAYOFF_ERROR), _final(record, GREEDY_OPTIMAL)
+        error, optimal = record.final(PAYOFF_ERROR), record.final(GREEDY_OPTIMAL)
         return error is not None and optimal is not None and optimal >= 1.0 - 1e-9 and error <= tolerance
     greedy = _greedy(record, shape)
     paper = np.asarray(entry.q_tot, dtype=float)
@@ -229,7 +221,7 @@ def matches(record: RunRecord, entry: PaperEntry, shape: tuple[int, int], tolera
 def median_run(runs: Sequence[RunRecord]) -> Optional[RunRecord]:
     """The run with the median final ``payoff_max_abs_error`` (the lower middle one for an even count)."""
     scored = [(e, r.seed if r.seed is not None else math.inf, r.ref, r) for r in runs
-              if (e := _final(r, PAYOFF_ERROR)) is not None]
+              if (e := r.final(PAYOFF_ERROR)) is not None]
     if not scored:
         return None
     scored.sort(key=lambda t: t[:3])
@@ -240,12 +232,12 @@ def _median_of(record: RunRecord, shape: tuple[int, int]) -> MedianRun:
     q_tot = np.full(shape, np.nan)
     for i in range(shape[0]):
         for j in range(shape[1]):
-            if (v := _final(record, f"q_tot_{i}_{j}")) is not None:
+            if (v := record.final(f"q_tot_{i}_{j}")) is not None:
                 q_tot[i, j] = v
-    utilities = tuple(np.array([v if (v := _final(record, f"q_agent_{k}_{a}")) is not None else np.nan
+    utilities = tuple(np.array([v if (v := record.final(f"q_agent_{k}_{a}")) is not None else np.nan
                                 for a in range(shape[k])]) for k in range(2))
-    optimal = _final(record, GREEDY_OPTIMAL)
-    return MedianRun(record.seed, record.ref, float(_final(record, PAYOFF_ERROR)), _greedy(record, shape),
+    optimal = record.final(GREEDY_OPTIMAL)
+    return MedianRun(record.seed, record.ref, float(record.final(PAYOFF_ERROR)), _greedy(record, shape),
                      None if optimal is None else optimal >= 1.0 - 1e-9, q_tot, utilities)
 
 
