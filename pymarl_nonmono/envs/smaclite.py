@@ -15,17 +15,15 @@ of map names and keys) works without it. SMAClite has no licence file: we never 
 
 from __future__ import annotations
 
-import contextlib
 import importlib
-import io
 import logging
-import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 import numpy as np
 
 from ..errors import ConfigError, check_bool, check_known_keys
+from ..quiet import quiet
 from .football import _process_identity
 
 log = logging.getLogger(__name__)
@@ -64,24 +62,10 @@ SMAC_EPISODE_LIMITS: dict[str, int] = {
 ENV_ARGS = {"map_name", "continuing_episode", "use_cpp_rvo2", "seed"}
 
 
-@contextlib.contextmanager
-def _quiet(what: str):
-    # SMAClite prints which collision-avoidance backend it uses at every env creation, and
-    # pysc2 (imported by SMAC's map table) warns on import; kept in the debug log.
-    chatter = io.StringIO()
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        if chatter.getvalue():
-            log.debug("%s printed: %s", what, chatter.getvalue().strip())
-
-
 def smac_episode_limits() -> tuple[dict[str, int], str]:
     """SMAC's episode limit of every SMAClite map, and where they were read."""
     try:
-        with _quiet("importing SMAC's map table"):
+        with quiet("importing SMAC's map table", log):
             registry = importlib.import_module("smac.env.starcraft2.maps.smac_maps").map_param_registry
         limits = {name: int(registry[name]["limit"]) for name in SMAC_EPISODE_LIMITS}
     except Exception as exc:  # no smac, PyPI's SMAC3 under the same name, or a table without a map
@@ -170,7 +154,7 @@ def smaclite_backend(map_name: str, seed: int | None, use_cpp_rvo2: bool) -> Any
     presets = {preset.value.name: preset.value for preset in maps.MapPreset}
     if map_name not in presets:
         raise ConfigError(f"the installed SMAClite has no map {map_name!r}; it has: {', '.join(sorted(presets))}")
-    with _quiet("creating SMAClite's env"):
+    with quiet("creating SMAClite's env", log):
         return env_module.SMACliteEnv(map_info=presets[map_name], seed=seed, use_cpp_rvo2=use_cpp_rvo2)
 
 

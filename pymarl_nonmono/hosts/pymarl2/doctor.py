@@ -6,14 +6,11 @@ cannot start says exactly what ``doctor`` would.
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import importlib.util
-import io
 import logging
 import os
 import re
-import warnings
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -21,6 +18,7 @@ from typing import Callable, Optional
 from urllib.parse import urlsplit
 
 from ...patching import PatchError, read_targets, series_state
+from ...quiet import quiet
 from .install import (
     HOST_COMMIT,
     MANIFEST,
@@ -131,23 +129,8 @@ def plugin_check() -> Check:
     return Check("plugin", OK, f"entry point {ep.name} = {ep.value} in group {PLUGIN_GROUP}")
 
 
-@contextlib.contextmanager
-def _quiet(what: str):
-    # Optional packages' dependencies (protobuf, pysc2, gym) print notices and deprecation
-    # warnings on import that would drown the report; they say nothing about whether the
-    # package works. Kept in the debug log.
-    chatter = io.StringIO()
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        if chatter.getvalue():
-            log.debug("%s printed: %s", what, chatter.getvalue().strip())
-
-
 def _quiet_import(module: str):
-    with _quiet(f"importing {module}"):
+    with quiet(f"importing {module}", log):
         return importlib.import_module(module)
 
 
@@ -186,7 +169,7 @@ def sc2_check() -> Check:
 def smaclite_check() -> Check:
     from ...envs import smaclite  # our env's own requirements
 
-    with _quiet("importing smaclite"):
+    with quiet("importing smaclite", log):
         problems = smaclite.smaclite_problems()
     if problems:
         # Each problem ends with its fix (envs/smaclite.py's INSTALL_HINT).
@@ -198,7 +181,7 @@ def smaclite_check() -> Check:
 def gfootball_check() -> Check:
     from ...envs.football import football_problems  # our env's own requirements
 
-    with _quiet("importing gfootball"):
+    with quiet("importing gfootball", log):
         problems = football_problems()
     if problems:
         # Each problem already ends with its fix (envs/football.py's INSTALL_HINT, the one
