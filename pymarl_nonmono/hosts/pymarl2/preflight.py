@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import ast
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 import yaml
 
 from ...errors import ConfigError, check_known_keys
+from ...registry import Registry
 from .doctor import MISSING, sc2_check, sc2_root, smac_check
 from .settings import SETTINGS_CLASSES, our_keys, read_settings
 
@@ -126,24 +127,38 @@ def smaclite_alternative(map_name: str) -> str | None:
     return text if not smaclite_problems() else f"{text}; install SMAClite first: {INSTALL_HINT}"
 
 
+def _grf_problems(env_args: Mapping) -> list[str]:
+    from ...envs.football import football_problems, football_settings
+
+    football_settings(env_args)  # bad scenario / agent count: ConfigError naming the key
+    return football_problems()
+
+
+def _smaclite_problems(env_args: Mapping) -> list[str]:
+    from ...envs.smaclite import smaclite_problems, smaclite_settings
+
+    smaclite_settings(env_args)  # unknown key or map: ConfigError naming the allowed ones
+    return smaclite_problems()
+
+
+def _gfootball_problems(env_args: Mapping) -> list[str]:
+    # PyMARL2's own GRF env imports gfootball only when it is created.
+    from ...envs.football import football_problems
+
+    return football_problems()
+
+
+# What each env needs beyond PyMARL2 itself, checked before a run starts: env_args in, one
+# problem (with its fix) per missing piece out. Envs not listed need nothing more.
+ENV_REQUIREMENTS: Registry[Callable[[Mapping], list[str]]] = Registry("env with start-up requirements")
+ENV_REQUIREMENTS.register("sc2", lambda env_args: starcraft_problems(env_args.get("map_name")))
+ENV_REQUIREMENTS.register("grf", _grf_problems)
+ENV_REQUIREMENTS.register("smaclite", _smaclite_problems)
+ENV_REQUIREMENTS.register("gfootball", _gfootball_problems)
+
+
 def check_environment(config: Mapping) -> None:
     env, env_args = config.get("env"), config.get("env_args") or {}
-    problems: list[str] = []
-    if env == "sc2":
-        problems = starcraft_problems(env_args.get("map_name"))
-    elif env == "grf":
-        from ...envs.football import football_problems, football_settings
-
-        football_settings(env_args)  # bad scenario / agent count: ConfigError naming the key
-        problems = football_problems()
-    elif env == "smaclite":
-        from ...envs.smaclite import smaclite_problems, smaclite_settings
-
-        smaclite_settings(env_args)  # unknown key or map: ConfigError naming the allowed ones
-        problems = smaclite_problems()
-    elif env == "gfootball":  # PyMARL2's own GRF env imports gfootball when it is created
-        from ...envs.football import football_problems
-
-        problems = football_problems()
+    problems = ENV_REQUIREMENTS.get(env)(env_args) if env in ENV_REQUIREMENTS else []
     if problems:
         raise PreflightError(f"cannot run env={env}: " + "; ".join(problems))
