@@ -5,7 +5,14 @@ import pytest
 import torch
 
 from pymarl_nonmono.errors import ConfigError
-from pymarl_nonmono.numerics.rnd import RND, RunningMeanStd, combine_rewards, discounted_forward_returns
+from pymarl_nonmono.numerics.rnd import (
+    RND,
+    RunningMeanStd,
+    combine_rewards,
+    discounted_forward_returns,
+    moments_reference,
+    shifted_moments,
+)
 
 D = 8
 
@@ -54,6 +61,32 @@ def test_running_mean_std_matches_direct_statistics_and_round_trips():
     constant = RunningMeanStd()
     constant.update(torch.full((5,), 3.0))
     assert float(constant.std) > 0
+
+
+@pytest.mark.parametrize("offset, spread", [(0.0, 1.0), (50.0, 0.01), (1e4, 3.0), (-7.0, 1e3)])
+def test_shifted_moments_agree_with_float64_reference(offset, spread):
+    # float32 inputs whose offset dwarfs their spread: a one-pass E[x^2] - E[x]^2 in
+    # float32 loses every digit of the variance here.
+    g = torch.Generator().manual_seed(1)
+    x = (torch.randn(12800, 5, generator=g) * spread + offset).float()
+    mean, var = shifted_moments(x)
+    ref_mean, ref_var = moments_reference(x)
+    assert mean.dtype == var.dtype == torch.float64
+    torch.testing.assert_close((mean - ref_mean) / ref_var.sqrt(), torch.zeros(5, dtype=torch.float64),
+                               atol=1e-6, rtol=0)
+    torch.testing.assert_close(var, ref_var, rtol=1e-5, atol=0)
+
+
+def test_shifted_moments_edge_cases():
+    one = torch.tensor([[3.0, -1.0]])
+    mean, var = shifted_moments(one)
+    assert mean.tolist() == [3.0, -1.0] and var.tolist() == [0.0, 0.0]
+    ints = torch.tensor([1, 2, 3, 4])
+    torch.testing.assert_close(shifted_moments(ints), moments_reference(ints))
+    wide = torch.randn(100, 3, 4, dtype=torch.float64)
+    torch.testing.assert_close(shifted_moments(wide), moments_reference(wide), rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="expected"):
+        shifted_moments(torch.empty(0, 3))
 
 
 def test_running_mean_std_per_dimension():
