@@ -10,15 +10,33 @@ policy's probabilities (expected SARSA) they are written into the episode batch'
 
 from __future__ import annotations
 
+import logging
 from typing import Callable, Optional
 
 import torch
 
+from ...numerics.recurrent import GRUAgentParts, unroll_gru
 from ...numerics.selection import make_selector
 from ...numerics.targets import needs_behaviour_probs
 from .settings import ControllerSettings, ExplorationSettings, read_settings
 
+log = logging.getLogger(__name__)
+
 AgentBuilder = Callable[[int, object], torch.nn.Module]
+
+
+def _gru_parts(agent: torch.nn.Module) -> GRUAgentParts:
+    # PyMARL2's rnn_agent.py and n_rnn_agent.py: relu(fc1) -> GRUCell rnn -> fc2, and
+    # n_rnn's layer_norm before fc2, which it creates only when it applies it.
+    return GRUAgentParts(agent.fc1, agent.rnn, agent.fc2, getattr(agent, "layer_norm", None))
+
+
+#: Host agents (``agent:`` config key) whose step-wise forward :func:`unroll_gru` can
+#: replay over a whole batch at once. Others are unrolled by calling their forward per step.
+UNROLLABLE_AGENTS: dict[str, Callable[[torch.nn.Module], GRUAgentParts]] = {
+    "rnn": _gru_parts,
+    "n_rnn": _gru_parts,
+}
 
 
 def host_agent_builder(input_shape: int, args) -> torch.nn.Module:
@@ -47,6 +65,10 @@ class NonMonoMAC:
         )
         self.record_probs = needs_behaviour_probs(self.settings.td_bootstrap)
         self.hidden_states = None
+        # A custom builder's agent has no known layout: unroll it step by step.
+        parts_of = UNROLLABLE_AGENTS.get(args.agent) if agent_builder is None else None
+        self._unroll_parts: Optional[GRUAgentParts] = parts_of(self.agent) if parts_of else None
+        self._unroll_verified = False
 
     # -- acting -------------------------------------------------------------------
     def select_actions(self, ep_batch, t_ep, t_env, bs=slice(None), test_mode=False):
@@ -67,27 +89,64 @@ class NonMonoMAC:
     def unroll(self, ep_batch) -> torch.Tensor:
         """Q-values for every step of the batch: ``[B, T+1, N, A]``."""
         self.init_hidden(ep_batch.batch_size)
+        if self._unroll_parts is None:
+            return self._unroll_stepwise(ep_batch)
+        q, last_hidden = unroll_gru(self._unroll_parts, self._input_blocks(ep_batch, slice(None)))
+        if not self._unroll_verified:
+            self._verify_unroll(ep_batch, q)
+            if self._unroll_parts is None:
+                return self.unroll(ep_batch)
+        self.hidden_states = last_hidden
+        return q
+
+    def _unroll_stepwise(self, ep_batch) -> torch.Tensor:
         out = []
         for t in range(ep_batch.max_seq_length):
             q, self.hidden_states = self.agent(self._inputs(ep_batch, t), self.hidden_states)
             out.append(q.view(ep_batch.batch_size, self.n_agents, -1))
         return torch.stack(out, dim=1)
 
-    def _inputs(self, batch, t: int) -> torch.Tensor:
-        """Agent inputs at step ``t``: ``[B, N, D]`` = obs, last action, agent id.
+    def _verify_unroll(self, ep_batch, q: torch.Tensor) -> None:
+        """Once per controller: the batched unroll must equal the agent's own forward.
 
-        Built one step at a time: concatenating all steps first costs a large copy
-        that the step-wise recurrent unroll cannot use anyway.
+        UNROLLABLE_AGENTS knows agents by name and module layout; an agent whose forward
+        does something else (a changed host, a subclass) must not be replayed wrongly.
         """
+        with torch.no_grad():
+            self.init_hidden(ep_batch.batch_size)
+            reference = self._unroll_stepwise(ep_batch)
+        self._unroll_verified = True
+        if not torch.allclose(q.detach(), reference, rtol=1e-4, atol=1e-5):
+            log.warning(
+                "nonmono_mac: agent %r does not compute relu(fc1) -> rnn -> fc2 as expected "
+                "(max difference %.3g); unrolling it one step at a time from now on",
+                self.args.agent, float((q.detach() - reference).abs().max()),
+            )
+            self._unroll_parts = None
+
+    def _input_blocks(self, batch, t) -> list[torch.Tensor]:
+        """Agent input blocks: obs, last action, agent id. An int ``t`` gives one step,
+        ``[B, N, D_k]`` blocks; ``slice(None)`` gives every step, ``[B, T, N, D_k]``. The
+        agent id block is ``[1, N, N]`` / ``[1, 1, N, N]``, to be broadcast."""
         obs = batch["obs"][:, t]
-        parts = [obs]
+        blocks = [obs]
         if self.settings.obs_last_action:
             onehot = batch["actions_onehot"]
             # The "last action" at step 0 is none: zeros.
-            parts.append(onehot[:, t - 1] if t > 0 else torch.zeros_like(onehot[:, 0]))
+            if isinstance(t, int):
+                blocks.append(onehot[:, t - 1] if t > 0 else torch.zeros_like(onehot[:, 0]))
+            else:
+                blocks.append(torch.cat([torch.zeros_like(onehot[:, :1]), onehot[:, :-1]], dim=1))
         if self.settings.obs_agent_id:
-            parts.append(self._agent_ids(obs).expand(obs.shape[0], -1, -1))
-        return torch.cat(parts, dim=-1)
+            ids = self._agent_ids(obs)
+            blocks.append(ids if isinstance(t, int) else ids.unsqueeze(0))
+        return blocks
+
+    def _inputs(self, batch, t: int) -> torch.Tensor:
+        """The agent's input at step ``t``, concatenated: ``[B, N, D]``."""
+        blocks = self._input_blocks(batch, t)
+        lead = blocks[0].shape[:-1]
+        return torch.cat([block.expand(*lead, -1) for block in blocks], dim=-1)
 
     def _agent_ids(self, like: torch.Tensor) -> torch.Tensor:
         eye = getattr(self, "_eye", None)
