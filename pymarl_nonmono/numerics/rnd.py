@@ -161,7 +161,8 @@ def _mlp(input_dim: int, hidden_dim: int, output_dim: int, n_layers: int) -> nn.
     layers: list[nn.Module] = []
     width = input_dim
     for _ in range(n_layers):
-        layers += [nn.Linear(width, hidden_dim), nn.ReLU()]
+        # In place: the linear layer's backward does not need its output.
+        layers += [nn.Linear(width, hidden_dim), nn.ReLU(inplace=True)]
         width = hidden_dim
     layers.append(nn.Linear(width, output_dim))
     return nn.Sequential(*layers)
@@ -210,8 +211,9 @@ class RND(nn.Module):
         self.input_normaliser = RunningMeanStd((input_dim,))
         self.reward_normaliser = RunningMeanStd()
         # Only the predictor's parameters: the target must stay the fixed random function
-        # that defines novelty.
-        self.optimizer = torch.optim.Adam(self.predictor.parameters(), lr=self.lr)
+        # that defines novelty. Fused: one kernel for all parameters (~5 ms a step at
+        # corridor's size, where the unfused loop launches a dozen ops per parameter).
+        self.optimizer = torch.optim.Adam(self.predictor.parameters(), lr=self.lr, fused=True)
 
     def train(self, mode: bool = True) -> "RND":
         super().train(mode)
