@@ -29,18 +29,31 @@ def setup() -> Optional[Path]:
     return src
 
 
-def median_times(calls: Mapping[str, Callable[[int], object]], repeats: int) -> dict[str, float]:
-    """Median seconds per call of each entry of ``calls`` (called with the repeat index).
+CLOCKS = {
+    # Elapsed time: what a user waits for; needs an idle machine.
+    "wall": time.perf_counter,
+    # This thread's CPU time: with one torch thread, the work done, much less affected by
+    # other jobs on the machine (though not by their use of caches and memory bandwidth).
+    "cpu": time.thread_time,
+}
+
+
+def median_times(
+    calls: Mapping[str, Callable[[int], object]], repeats: int, clock: str = "wall"
+) -> dict[str, float]:
+    """Median seconds per call of each entry of ``calls`` (called with the repeat index),
+    by ``clock`` (a key of :data:`CLOCKS`).
 
     One untimed warm-up call each (allocator, first-call overheads), then the entries
     take turns, so load from other processes on the machine hits all of them alike.
     """
+    now = CLOCKS[clock]
     for call in calls.values():
         call(0)
     times: dict[str, list[float]] = {name: [] for name in calls}
     for r in range(repeats):
         for name, call in calls.items():
-            start = time.perf_counter()
+            start = now()
             call(r + 1)
-            times[name].append(time.perf_counter() - start)
+            times[name].append(now() - start)
     return {name: statistics.median(ts) for name, ts in times.items()}

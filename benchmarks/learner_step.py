@@ -6,7 +6,7 @@ agents, 30 actions, obs 156, state 282; B=32, T=400, its episode limit). One thr
 runs interleaved so machine noise hits all four alike; prints the median time of each
 and its ratio to stock measured in the same run. Needs a PyMARL2 checkout (patched or not):
 
-    PYMARL2_DIR=/path/to/pymarl2 python benchmarks/learner_step.py [--repeats 9] [--size corridor]
+    PYMARL2_DIR=/path/to/pymarl2 python benchmarks/learner_step.py [--repeats 9] [--size corridor] [--clock cpu]
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from types import SimpleNamespace
 import torch
 import yaml
 
-from harness import median_times, setup
+from harness import CLOCKS, median_times, setup
 
 log = logging.getLogger("learner_step")
 ROOT = Path(__file__).resolve().parents[1]
@@ -125,6 +125,8 @@ def build_learners(src: Path, size: Size):
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=9, help="timed updates per learner (>= 7)")
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
+                        help="wall: elapsed time (idle machine); cpu: this thread's CPU time (default: wall)")
     parser.add_argument("--size", choices=sorted(SIZES), action="append",
                         help="batch shape to time (repeatable; default: all)")
     opts = parser.parse_args(argv)
@@ -138,10 +140,10 @@ def main(argv=None) -> int:
         calls = {name: (lambda r, learner=learner: learner.train(batch, r, 0))
                  for name, learner in learners.items()}
         repeats = max(7, opts.repeats)
-        medians = median_times(calls, repeats)
+        medians = median_times(calls, repeats, opts.clock)
         stock = medians["qmix (stock)"]
-        log.info("one learner update, %s-sized: B=%d T=%d agents=%d actions=%d, 1 thread, median of %d",
-                 size_name, size.batch, size.steps, size.n_agents, size.n_actions, repeats)
+        log.info("one learner update, %s-sized: B=%d T=%d agents=%d actions=%d, 1 thread, median of %d, %s clock",
+                 size_name, size.batch, size.steps, size.n_agents, size.n_actions, repeats, opts.clock)
         for name, med in medians.items():
             log.info("%-20s %8.1f ms   %.2fx stock", name, med * 1e3, med / stock)
     return 0

@@ -1,0 +1,189 @@
+"""Training throughput on SMAClite maps, and where the time goes: stock qmix against our configs.
+
+For each map and runner, one ``python src/main.py`` training run per algorithm, all with
+the same settings, one after the other; each run is sampled by py-spy (``pip install
+py-spy``), 100 times a second, idle time included, in the main process. A sample whose
+Python stack is inside
+
+- a learner's ``train``: learner update;
+- a controller's ``select_actions``: action selection (our controller or stock's);
+- a runner's ``run`` but neither of the above: environment (SMAClite's step, and with the
+  parallel runner the wait for the env workers) and the runner's own bookkeeping;
+
+anything else is start-up, logging and shutdown. Seconds per part are the run's wall time
+times the part's share of samples. ``train steps/s`` = env steps / (runner + learner
+seconds), i.e. without start-up. Ratios are against stock qmix measured in the same
+invocation; the last column is what our controller and learner add, in seconds, as a share
+of stock's runner + learner time (the issue's budget: at most 5%).
+
+    PYMARL2_DIR=/path/to/patched/pymarl2 python benchmarks/smaclite_throughput.py \\
+        [--map 3s_vs_5z --map corridor ...] [--runner episode --runner parallel] \\
+        [--steps 3s_vs_5z=20000 ...] [--csv out.csv]
+
+Needs a checkout with pymarl-nonmono installed (``pymarl-nonmono install``), SMAClite and
+py-spy. Run on an otherwise idle machine, with nothing else in the background.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from harness import setup
+
+log = logging.getLogger("smaclite_throughput")
+
+ALGS = ("qmix", "nonmono_qmix", "nonmono_qmix_sarsa", "nonmono_qmix_rnd")
+STOCK = "qmix"
+MAPS = ("3s_vs_5z", "corridor", "3s5z_vs_3s6z")
+# Env steps per run: corridor's 24 enemies make SMAClite ~8x slower per step.
+DEFAULT_STEPS = {"3s_vs_5z": 6000, "corridor": 1500, "3s5z_vs_3s6z": 5000}
+RUNNERS = {"episode": "runner=episode batch_size_run=1", "parallel": "runner=parallel batch_size_run=2"}
+# Identical for every algorithm: the learner starts after 32 episodes, as it would with
+# batch_size 32, and keeps every episode; tests only at the start and end.
+COMMON = ("use_cuda=False save_model=False seed=1 buffer_size=5000 batch_size=32 test_nepisode=2 "
+          "test_interval=1000000 log_interval=1000000 runner_log_interval=1000000 learner_log_interval=1000000")
+
+PARTS = ("learner", "controller", "env")
+FRAME = re.compile(r"^(?P<func>[^ ]+) \((?P<file>[^:]+):\d+\)$")
+
+
+@dataclass
+class Run:
+    map: str
+    runner: str
+    alg: str
+    steps: int
+    wall_s: float
+    learner_s: float
+    controller_s: float
+    env_s: float
+    other_s: float
+    samples: int
+
+    @property
+    def train_s(self) -> float:
+        return self.learner_s + self.controller_s + self.env_s
+
+    @property
+    def steps_per_s(self) -> float:
+        return self.steps / self.train_s if self.train_s > 0 else float("nan")
+
+
+def classify(stack: list[str]) -> str:
+    """The part a main-thread stack belongs to (module docstring)."""
+    frames = [FRAME.match(f) for f in stack]
+    frames = [(m["func"], m["file"]) for m in frames if m]
+    if any(func.endswith("train") and ("/learners/" in file or file.endswith("pymarl2/learner.py"))
+           for func, file in frames):
+        return "learner"
+    if any(func.endswith("select_actions") for func, _ in frames):
+        return "controller"
+    if any(func.endswith(".run") and file.endswith("_runner.py") for func, file in frames):
+        return "env"
+    return "other"
+
+
+def main_thread_shares(raw: str) -> Counter:
+    """Samples per part, of the main thread only, from py-spy's ``--threads -f raw`` output."""
+    counts: Counter = Counter()
+    main_tid = None
+    lines = [line for line in raw.splitlines() if line.strip()]
+    for line in lines:
+        m = re.match(r"^thread \((\d+)\): MainThread", line)
+        if m:
+            main_tid = m.group(1)
+            break
+    for line in lines:
+        head, _, count = line.rpartition(" ")
+        m = re.match(r"^thread \((\d+)\)(?:: [^;]*)?;?(.*)$", head)
+        if not m or m.group(1) != main_tid:
+            continue
+        counts[classify(m.group(2).split(";") if m.group(2) else [])] += int(count)
+    return counts
+
+
+def run_one(src: Path, alg: str, map_name: str, runner: str, steps: int, workdir: Path) -> Run:
+    raw = workdir / f"{map_name}_{runner}_{alg}.txt"
+    cmd = (["py-spy", "record", "--idle", "--threads", "--nonblocking", "-r", "100", "-f", "raw", "-o", str(raw),
+            "--", sys.executable, "src/main.py", f"--config={alg}", "--env-config=smaclite", "with",
+            f"env_args.map_name={map_name}", f"t_max={steps}", f"name=throughput_{alg}"]
+           + RUNNERS[runner].split() + COMMON.split())
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=src.parent, env=env, stdin=subprocess.DEVNULL,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0 or not raw.is_file():
+        raise RuntimeError(f"{alg} on {map_name} ({runner}) failed, exit {proc.returncode}:\n{proc.stdout[-3000:]}")
+    counts = main_thread_shares(raw.read_text())
+    total = sum(counts.values())
+    if total == 0:
+        raise RuntimeError(f"py-spy recorded no main-thread samples in {raw}")
+    share = {part: wall * counts[part] / total for part in (*PARTS, "other")}
+    return Run(map_name, runner, alg, steps, wall, share["learner"], share["controller"], share["env"],
+               share["other"], total)
+
+
+def report(runs: list[Run]) -> None:
+    stock = next(r for r in runs if r.alg == STOCK)
+    log.info("%s, %s runner, %d env steps each (ratios against stock qmix in this invocation)",
+             stock.map, stock.runner, stock.steps)
+    log.info("%-20s %7s %9s %8s %8s %8s %8s %9s %7s",
+             "algorithm", "wall s", "train s/s", "ratio", "env s", "ctrl s", "learn s", "other s", "added")
+    for r in runs:
+        added = ((r.controller_s + r.learner_s) - (stock.controller_s + stock.learner_s)) / stock.train_s
+        log.info("%-20s %7.1f %9.1f %7.2fx %8.1f %8.1f %8.1f %9.1f %+6.1f%%", r.alg, r.wall_s, r.steps_per_s,
+                 r.steps_per_s / stock.steps_per_s, r.env_s, r.controller_s, r.learner_s, r.other_s, 100 * added)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--map", action="append", choices=MAPS, help="map (repeatable; default: all three)")
+    parser.add_argument("--runner", action="append", choices=sorted(RUNNERS), help="runner (repeatable; default both)")
+    parser.add_argument("--steps", action="append", default=[], metavar="MAP=N", help="env steps of each run on MAP")
+    parser.add_argument("--alg", action="append", choices=ALGS, help="algorithms (default: all; qmix always runs)")
+    parser.add_argument("--csv", type=Path, help="also write every run's numbers here")
+    opts = parser.parse_args(argv)
+    src = setup()
+    if src is None:
+        return 2
+    if shutil.which("py-spy") is None:
+        log.error("py-spy not found: pip install py-spy")
+        return 2
+    steps = dict(DEFAULT_STEPS)
+    for item in opts.steps:
+        name, _, value = item.partition("=")
+        if name not in MAPS or not value.isdigit():
+            parser.error(f"--steps {item!r}: expected MAP=N with MAP one of {', '.join(MAPS)}")
+        steps[name] = int(value)
+    algs = [STOCK] + [a for a in (opts.alg or ALGS) if a != STOCK]
+    everything: list[Run] = []
+    with tempfile.TemporaryDirectory(prefix="throughput-") as tmp:
+        for map_name in opts.map or MAPS:
+            for runner in opts.runner or sorted(RUNNERS):
+                runs = [run_one(src, alg, map_name, runner, steps[map_name], Path(tmp)) for alg in algs]
+                report(runs)
+                everything += runs
+    if opts.csv:
+        with open(opts.csv, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow([f.name for f in fields(Run)] + ["train_s", "steps_per_s"])
+            for r in everything:
+                writer.writerow([getattr(r, f.name) for f in fields(Run)] + [r.train_s, r.steps_per_s])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
