@@ -28,6 +28,7 @@ setup(
         "pymarl_nonmono.analysis",
         "pymarl_nonmono.hosts",
         "pymarl_nonmono.hosts.pymarl2",
+        "pymarl_nonmono.hosts.epymarl",
         "pymarl_nonmono.config",
         "pymarl_nonmono.patches",
     ],
@@ -37,7 +38,7 @@ setup(
     },
     package_data={
         "pymarl_nonmono.config": ["*.yaml", "algs/*.yaml", "envs/*.yaml", "studies/*.yaml"],
-        "pymarl_nonmono.patches": ["pymarl2/*.patch"],
+        "pymarl_nonmono.patches": ["pymarl2/*.patch", "epymarl/*.patch"],
     },
     include_package_data=False,
     install_requires=[
@@ -65,6 +66,8 @@ setup(
         "pymarl2.plugins": ["nonmono = pymarl_nonmono.hosts.pymarl2.plugin:activate"],
         # Read by the observer hook of patch 0005: MongoDB when configured.
         "pymarl2.observers": ["nonmono = pymarl_nonmono.tracking.observers:observers"],
+        # Read by the plugin hook of EPyMARL's patch 0003 (registers nothing yet, issue #14).
+        "epymarl.plugins": ["nonmono = pymarl_nonmono.hosts.epymarl.plugin:activate"],
     },
     classifiers=[
         "License :: OSI Approved :: Apache Software License",

@@ -55,17 +55,21 @@ def _build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     path_help = f"PyMARL2 checkout (default: ${ENV_DIR} if set, else the current folder)"
 
-    p = sub.add_parser("install", help="patch a PyMARL2 checkout (original files are kept for uninstall); "
-                                       "clones PyMARL2 first when PATH is missing or empty")
+    p = sub.add_parser("install", help="patch a PyMARL2 or EPyMARL checkout (original files are kept for uninstall); "
+                                       "clones the host first when PATH is missing or empty")
     p.add_argument("path", nargs="?", metavar="PATH", help=path_help)
+    _add_host_argument(p, "; into a missing or empty PATH: the host to clone, default pymarl2")
     p.add_argument("--source", metavar="URL_OR_PATH",
-                   help="where to clone PyMARL2 from when PATH is missing or empty: a URL, a local clone or a git "
-                        "bundle (default: $PYMARL_NONMONO_PYMARL2_SOURCE, else https://github.com/hijkzzz/pymarl2)")
+                   help="where to clone the host from when PATH is missing or empty: a URL, a local clone or a git "
+                        "bundle (default: $PYMARL_NONMONO_PYMARL2_SOURCE or $PYMARL_NONMONO_EPYMARL_SOURCE, else "
+                        "the host's GitHub repository)")
     p = sub.add_parser("uninstall", help="restore the checkout's original files byte for byte")
     p.add_argument("path", nargs="?", metavar="PATH", help=path_help)
+    _add_host_argument(p, "")
     p.add_argument("--force", action="store_true", help="restore even files edited after install (the edits are lost)")
     p = sub.add_parser("doctor", help="check the checkout, the plugin and optional software (exit 1 if unusable)")
     p.add_argument("path", nargs="?", metavar="PATH", help=path_help)
+    _add_host_argument(p, "")
     _add_bench_parser(sub, path_help)
     _add_report_parser(sub, path_help)
     _add_export_parser(sub, path_help)
@@ -74,6 +78,12 @@ def _build_parser() -> argparse.ArgumentParser:
     add_dynamics_arguments(sub.add_parser(
         "dynamics", help="gradient-flow analysis of a single-state game: IGM outcomes, zero-loss spectra, plots"))
     return parser
+
+
+def _add_host_argument(p, more: str) -> None:
+    from .hosts.spec import HOSTS
+
+    p.add_argument("--host", choices=tuple(HOSTS), help=f"which host PATH is (default: recognised from its files{more})")
 
 
 def _add_bench_parser(sub, path_help: str) -> None:
@@ -172,17 +182,48 @@ def _add_export_parser(sub, path_help: str) -> None:
     p.add_argument("--out", metavar="FILE", help="output file (default: ./marl-eval-ID.json, ID the sweep or 'all')")
 
 
-def _install(path: str, source: Optional[str]) -> int:
-    from .hosts.pymarl2 import fetch
-    from .hosts.pymarl2.install import STATE_DIR, install
+def _chosen_host(path: str, name: Optional[str]):
+    """--host NAME, else the host whose checkout PATH is; a PATH that is no folder gets the
+    default host, whose own checks then say what is missing."""
+    from pathlib import Path
 
-    if fetch.is_vacant(path):
-        _out(f"cloning PyMARL2 ({fetch.PYMARL2_COMMIT[:7]}) from {fetch.describe_source(source)} into {path} ...")
-        clone = fetch.clone_pymarl2(path, source)
+    from .hosts.install import detect_host
+    from .hosts.spec import DEFAULT_HOST, host_named
+
+    if name:
+        return host_named(name)
+    if not Path(path).expanduser().is_dir():
+        return DEFAULT_HOST
+    return detect_host(path)
+
+
+def _adapter(host, module: str):
+    """The host adapter's ``install`` or ``doctor`` module (HostSpec.adapter names the package)."""
+    import importlib
+
+    return importlib.import_module(f"{host.adapter}.{module}")
+
+
+def _install(path: str, source: Optional[str], host_name: Optional[str]) -> int:
+    from .hosts import fetch
+    from .hosts.checkout import is_vacant
+    from .hosts.install import STATE_DIR, InstallError
+    from .hosts.spec import DEFAULT_HOST, host_named
+
+    if is_vacant(path):
+        host = host_named(host_name) if host_name else DEFAULT_HOST
+        _out(f"cloning {host.title} ({host.commit[:7]}) from {fetch.describe_source(host, source)} into {path} ...")
+        clone = fetch.clone_host(host, path, source)
         _out(f"cloned into {clone.root}: HEAD detached at {clone.commit[:7]}")
-    elif source:
-        _out(f"{path} is not empty: installing into it as it is (--source is only used to clone into a new folder)")
-    result = install(path)
+    else:
+        if source:
+            _out(f"{path} is not empty: installing into it as it is (--source is only used to clone into a new folder)")
+        try:
+            host = _chosen_host(path, host_name)
+        except InstallError as exc:
+            raise InstallError(f"{exc}; `pymarl-nonmono install` clones {DEFAULT_HOST.title} only into a new or empty "
+                               f"folder (another host with --host)") from exc
+    result = _adapter(host, "install").install(path)
     if result.already_installed:
         _out(f"already installed in {result.root}: {', '.join(result.already)} applied; nothing changed")
         return 0
@@ -197,10 +238,8 @@ def _install(path: str, source: Optional[str]) -> int:
     return 0
 
 
-def _uninstall(path: str, force: bool) -> int:
-    from .hosts.pymarl2.install import uninstall
-
-    result = uninstall(path, force=force)
+def _uninstall(path: str, force: bool, host_name: Optional[str]) -> int:
+    result = _adapter(_chosen_host(path, host_name), "install").uninstall(path, force=force)
     for rel in result.forced:
         _out(f"  discarded edits to {rel} (--force)")
     for rel in result.restored:
@@ -211,14 +250,28 @@ def _uninstall(path: str, force: bool) -> int:
     return 0
 
 
-def _doctor(path: str) -> int:
-    from .hosts.pymarl2.doctor import doctor, usable
+def _doctor(path: str, host_name: Optional[str]) -> int:
+    from pathlib import Path
 
-    checks = doctor(path)
+    from .hosts.doctor import undetected_checks
+    from .hosts.install import InstallError
+    from .hosts.spec import DEFAULT_HOST
+
+    try:
+        host = _chosen_host(path, host_name)
+    except InstallError as exc:  # a folder that is no host's checkout: report it, and the rest as usual
+        doctor = _adapter(DEFAULT_HOST, "doctor")
+        checks = undetected_checks(Path(path).expanduser(), str(exc)) + doctor.software_checks()
+        for check in checks:
+            _out(check.line())
+        _out("no host checkout: pymarl-nonmono is NOT usable here")
+        return 1
+    doctor = _adapter(host, "doctor")
+    checks = doctor.doctor(path)
     for check in checks:
         _out(check.line())
-    ok = usable(checks)
-    _out(f"PyMARL2 with pymarl-nonmono is {'usable' if ok else 'NOT usable'} (matrix game: host, patches, plugin)")
+    ok = doctor.usable(checks)
+    _out(f"{host.title} with pymarl-nonmono is {'usable' if ok else 'NOT usable'} ({doctor.USABLE_MEANS})")
     return 0 if ok else 1
 
 
@@ -441,9 +494,9 @@ def _path(args) -> str:
 
 # Subcommand name -> handler of the parsed arguments; the parser defines the same names.
 COMMANDS = {
-    "install": lambda args: _install(_path(args), args.source),
-    "uninstall": lambda args: _uninstall(_path(args), args.force),
-    "doctor": lambda args: _doctor(_path(args)),
+    "install": lambda args: _install(_path(args), args.source, args.host),
+    "uninstall": lambda args: _uninstall(_path(args), args.force, args.host),
+    "doctor": lambda args: _doctor(_path(args), args.host),
     "bench": lambda args: _bench(args, _path(args)),
     "report": lambda args: _report(args, _path(args)),
     "export": lambda args: _export(args, _path(args)),

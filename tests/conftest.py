@@ -133,6 +133,27 @@ def pymarl2_pristine(tmp_path_factory):
     return find_pymarl2(tmp_path_factory.mktemp("pymarl2-source"))
 
 
+@pytest.fixture(scope="session")
+def epymarl_pristine(tmp_path_factory):
+    """A clean EPyMARL clone at the pinned commit, from $PYMARL_NONMONO_EPYMARL_SOURCE or the
+    bundle next to the project (GitHub is not tried: the tests must not wait on a network).
+    Read it, never write it: copy it first."""
+    from pymarl_nonmono.hosts.fetch import clone_host
+    from pymarl_nonmono.hosts.install import InstallError
+    from pymarl_nonmono.hosts.spec import EPYMARL
+
+    bundle = (PROJECT / ".." / "shared" / "hosts" / f"epymarl-{EPYMARL.commit[:7]}.bundle").resolve()
+    source = os.environ.get(EPYMARL.source_env) or (str(bundle) if bundle.is_file() else None)
+    if source is None:
+        pytest.skip(f"no EPyMARL at hand (no bundle at {bundle}): set {EPYMARL.source_env} to a URL, clone or git "
+                    f"bundle of {EPYMARL.url} (commit {EPYMARL.commit[:7]}) to run")
+    try:
+        return clone_host(EPYMARL, tmp_path_factory.mktemp("epymarl-source") / "epymarl", source,
+                          timeout=GIT_TIMEOUT_S).root
+    except InstallError as exc:
+        pytest.fail(f"cannot clone EPyMARL from {source}: {exc.__cause__ or exc}")
+
+
 @pytest.fixture(scope="module")
 def mongo_url(tmp_path_factory):
     if find_executable() is None:

@@ -20,6 +20,7 @@ import stat
 from pathlib import Path
 
 import pytest
+from install_helpers import run_cli, tree_digest
 
 from pymarl_nonmono import cli
 from pymarl_nonmono.hosts.pymarl2 import doctor as doc
@@ -27,27 +28,6 @@ from pymarl_nonmono.hosts.pymarl2 import install as inst
 from pymarl_nonmono.patching import parse_patch
 
 
-def tree_digest(root: Path) -> dict[str, tuple[int, str]]:
-    """Every file and folder below root: permission bits and content hash."""
-    out = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            path = Path(dirpath) / name
-            rel = path.relative_to(root).as_posix()
-            mode = stat.S_IMODE(path.lstat().st_mode)
-            if path.is_symlink():
-                out[rel] = (mode, "link:" + os.readlink(path))
-            elif path.is_file():
-                out[rel] = (mode, hashlib.sha256(path.read_bytes()).hexdigest())
-            else:
-                out[rel] = (mode, "dir")
-    return out
-
-
-def run_cli(capsys, *argv):
-    code = cli.main(list(argv))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 # ----------------------------------------------------------------- no host needed

@@ -1,4 +1,4 @@
-"""Get PyMARL2 for ``pymarl-nonmono install``: a clone at the commit our patches were made against.
+"""Get PyMARL2 for ``pymarl-nonmono install``: :mod:`..fetch` bound to PyMARL2.
 
 PyMARL2 is not on PyPI; users clone it from GitHub. ``install`` into a folder that does not
 exist yet (or is empty) clones it there first, from GitHub by default, or from the source
@@ -9,43 +9,29 @@ bundle: machines without GitHub, mirrors, CI).
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Optional
 
-from ..checkout import CheckoutError, Clone, GitNotFound, clone_at_commit, is_vacant, resolve_source
-from .install import InstallError
+from .. import fetch as _host_fetch
+from ..checkout import Clone, is_vacant
+from ..spec import PYMARL2
 
-PYMARL2_URL = "https://github.com/hijkzzz/pymarl2"
-PYMARL2_COMMIT = "8ccac7c5aa134422a2e3009be735d23cdf8ce2f8"
-SOURCE_ENV = "PYMARL_NONMONO_PYMARL2_SOURCE"
+PYMARL2_URL = PYMARL2.url
+PYMARL2_COMMIT = PYMARL2.commit
+SOURCE_ENV = PYMARL2.source_env
 
 __all__ = ["PYMARL2_COMMIT", "PYMARL2_URL", "SOURCE_ENV", "clone_pymarl2", "is_vacant", "pymarl2_source"]
 
 
 def pymarl2_source(explicit: Optional[str] = None) -> str:
     """Where to clone from: ``explicit`` (``--source``), else ``$PYMARL_NONMONO_PYMARL2_SOURCE``, else GitHub."""
-    return explicit or os.environ.get(SOURCE_ENV) or PYMARL2_URL
+    return _host_fetch.host_source(PYMARL2, explicit)
 
 
 def clone_pymarl2(dest: str | os.PathLike, source: Optional[str] = None, timeout: Optional[float] = None) -> Clone:
-    """Clone PyMARL2 into ``dest`` (absent or empty) with HEAD detached at :data:`PYMARL2_COMMIT`.
-
-    Raises :class:`InstallError` with one line saying what failed and what to do."""
-    source = pymarl2_source(source)
-    try:
-        return clone_at_commit(source, Path(dest), PYMARL2_COMMIT, timeout=timeout)
-    except GitNotFound as exc:
-        raise InstallError(f"{exc}; or clone {PYMARL2_URL} yourself, check out {PYMARL2_COMMIT[:7]} "
-                           f"and pass that folder") from exc
-    except CheckoutError as exc:
-        raise InstallError(f"{exc}; give PyMARL2 ({PYMARL2_URL} at {PYMARL2_COMMIT[:7]}) another way with --source "
-                           f"or ${SOURCE_ENV}: a URL, a local clone or a git bundle") from exc
+    """Clone PyMARL2 into ``dest`` (absent or empty) with HEAD detached at :data:`PYMARL2_COMMIT`."""
+    return _host_fetch.clone_host(PYMARL2, dest, source, timeout)
 
 
 def describe_source(source: Optional[str] = None) -> str:
     """The source :func:`clone_pymarl2` would use, as it will be shown (local paths absolute)."""
-    chosen = pymarl2_source(source)
-    try:
-        return resolve_source(chosen)
-    except CheckoutError:  # reported properly by clone_pymarl2
-        return chosen
+    return _host_fetch.describe_source(PYMARL2, source)
