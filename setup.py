@@ -27,6 +27,7 @@ setup(
         "pymarl_nonmono.bench",
         "pymarl_nonmono.analysis",
         "pymarl_nonmono.hosts",
+        "pymarl_nonmono.hosts.pymarl_family",
         "pymarl_nonmono.hosts.pymarl2",
         "pymarl_nonmono.hosts.epymarl",
         "pymarl_nonmono.config",
@@ -37,7 +38,8 @@ setup(
         "pymarl_nonmono.patches": "patches",
     },
     package_data={
-        "pymarl_nonmono.config": ["*.yaml", "algs/*.yaml", "envs/*.yaml", "studies/*.yaml"],
+        "pymarl_nonmono.config": ["*.yaml", "algs/*.yaml", "envs/*.yaml", "studies/*.yaml",
+                                  "hosts/epymarl/*.yaml", "hosts/epymarl/algs/*.yaml", "hosts/epymarl/envs/*.yaml"],
         "pymarl_nonmono.patches": ["pymarl2/*.patch", "epymarl/*.patch"],
     },
     include_package_data=False,
@@ -66,7 +68,7 @@ setup(
         "pymarl2.plugins": ["nonmono = pymarl_nonmono.hosts.pymarl2.plugin:activate"],
         # Read by the observer hook of patch 0005: MongoDB when configured.
         "pymarl2.observers": ["nonmono = pymarl_nonmono.tracking.observers:observers"],
-        # Read by the plugin hook of EPyMARL's patch 0003 (registers nothing yet, issue #14).
+        # Read by the plugin hook of EPyMARL's patch 0003.
         "epymarl.plugins": ["nonmono = pymarl_nonmono.hosts.epymarl.plugin:activate"],
     },
     classifiers=[

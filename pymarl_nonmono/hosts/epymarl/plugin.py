@@ -1,17 +1,75 @@
 """EPyMARL's entry point (group ``epymarl.plugins``), called by patch 0003's ``load_plugins()``.
 
-For now it registers nothing: it only hands EPyMARL our config root for EPyMARL when
-that folder exists (the adapter that registers our learner and controller comes later,
-docs/design/epymarl_host.md). Imports nothing of EPyMARL.
+``activate()`` registers our learner, controller, selector and envs into EPyMARL's
+registries and returns the folder holding our EPyMARL configs (``config/hosts/epymarl``:
+``default.yaml``, ``algs/``, ``envs/``). Nothing is registered at import.
+``activate.check_config(config, updates)`` is then called with the merged YAML config and
+the words after ``with``, before Sacred reads them: EPyMARL's ``main.py`` holds its own
+reference to ``run``, so, unlike on PyMARL2, every start-up check happens here.
 """
 
 from __future__ import annotations
 
+import logging
 from importlib import resources
+from pathlib import Path
+
+from ...errors import ConfigError
+from ..pymarl_family import preflight
+from ..pymarl_family.registration import LEARNER, MAC, SELECTOR, register_learning
+from .settings import SETTINGS_CLASSES, TeamRewardSettings
+
+log = logging.getLogger(__name__)
 
 CONFIG_ROOT = ("hosts", "epymarl")  # inside the data package pymarl_nonmono.config
+# Not "smaclite": EPyMARL has its own env and config of that name.
+ENVS = ("matrix_game", "grf")
+
+
+def config_root() -> Path:
+    return Path(str(resources.files("pymarl_nonmono.config").joinpath(*CONFIG_ROOT)))
 
 
 def activate() -> list[str]:
-    root = resources.files("pymarl_nonmono.config").joinpath(*CONFIG_ROOT)
-    return [str(root)] if root.is_dir() else []
+    import controllers
+    import envs
+    import learners
+    from components import action_selectors
+
+    from ...envs.football import make_football_env
+    from ...envs.matrix import make_matrix_game
+    from ..pymarl_family.learner import NonMonoLearner
+    from .agents import NonMonoMAC
+    from .envs import for_epymarl
+
+    register_learning(learners.REGISTRY, controllers.REGISTRY, action_selectors.REGISTRY, NonMonoLearner, NonMonoMAC)
+    for name, factory in zip(ENVS, (make_matrix_game, make_football_env)):
+        envs.REGISTRY.setdefault(name, for_epymarl(factory))
+    log.debug("pymarl-nonmono registered %s, %s, %s, envs %s", LEARNER, MAC, SELECTOR, ", ".join(ENVS))
+    return [str(config_root())]
+
+
+def _team_reward(config) -> None:
+    TeamRewardSettings(common_reward=config.get("common_reward")).validate()
+
+
+def check_command_line(config: dict, updates: list[str]) -> None:
+    """Stop at once, in one line, on a ``with`` key no config of the run has (every algorithm),
+    and on a config our learner, controller or envs cannot run."""
+    try:
+        preflight.check_with_updates(config, updates)
+    except ConfigError as exc:
+        raise SystemExit(f"pymarl-nonmono: {exc}; `with` takes the keys of default.yaml and of the "
+                         f"--config and --env-config YAMLs") from None
+    final = preflight.with_updates(config, updates)
+    try:
+        if final.get("env") in ENVS:
+            _team_reward(final)
+        preflight.check_config(final, preflight.host_config_dir(), [config_root()],
+                               settings_classes=SETTINGS_CLASSES, runtime_keys=set())
+    except ConfigError as exc:
+        raise SystemExit(f"pymarl-nonmono: {exc}") from None
+
+
+# The attribute patch 0003's main.py looks for on a loaded plugin.
+activate.check_config = check_command_line

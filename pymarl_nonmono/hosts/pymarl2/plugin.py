@@ -14,23 +14,16 @@ from importlib import resources
 from pathlib import Path
 
 from ...errors import ConfigError
+from ..pymarl_family.preflight import host_config_dir
+from ..pymarl_family.registration import LEARNER, MAC, SELECTOR, register_learning
 from .preflight import PreflightError, check_config, check_environment, check_with_updates
 
 log = logging.getLogger(__name__)
 
-LEARNER = "nonmono_learner"
-MAC = "nonmono_mac"
-SELECTOR = "softmax"
 
 
 def config_root() -> Path:
     return Path(str(resources.files("pymarl_nonmono.config")))
-
-
-def host_config_dir() -> Path:
-    import learners  # the host's package; its parent is PyMARL2's src/
-
-    return Path(learners.__file__).resolve().parents[1] / "config"
 
 
 def _with_preflight(run_fn):
@@ -64,16 +57,9 @@ def activate() -> list[str]:
     from ...envs.matrix import make_matrix_game
     from ...envs.smaclite import make_smaclite_env
     from .controller import NonMonoMAC
-    from .diagnostics import with_stock_diagnostics
     from .learner import NonMonoLearner
-    from .selectors import HostSelector
 
-    for name, cls in list(learners.REGISTRY.items()):
-        if name != LEARNER:
-            learners.REGISTRY[name] = with_stock_diagnostics(cls)
-    learners.REGISTRY[LEARNER] = NonMonoLearner
-    controllers.REGISTRY[MAC] = NonMonoMAC
-    action_selectors.REGISTRY.setdefault(SELECTOR, HostSelector)
+    register_learning(learners.REGISTRY, controllers.REGISTRY, action_selectors.REGISTRY, NonMonoLearner, NonMonoMAC)
     # Host env registry values are factories called with **env_args.
     envs.REGISTRY.setdefault("matrix_game", make_matrix_game)
     envs.REGISTRY.setdefault("grf", make_football_env)

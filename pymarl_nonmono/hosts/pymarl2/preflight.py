@@ -1,4 +1,5 @@
-"""Checks run once at start-up, before PyMARL2 builds anything.
+"""Checks run once at start-up, before PyMARL2 builds anything (config keys: the shared
+:mod:`..pymarl_family.preflight`; here PyMARL2's own rules and environments).
 
 They turn the two ways a run usually goes wrong late (a typo in a config key, or an
 environment whose software is missing) into one message at start-up that names the key
@@ -7,19 +8,23 @@ or the missing piece, where we looked, and how to fix it.
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping
 
-import yaml
-
-from ...errors import ConfigError, check_known_keys
+from ...errors import ConfigError
 from ...registry import Registry
+from ..pymarl_family import preflight as _family
+from ..pymarl_family.preflight import (  # noqa: F401  (this module's API since before the split)
+    OUR_LEARNER,
+    OUR_MAC,
+    SACRED_KEYS,
+    PreflightError,
+    check_with_updates,
+    update_paths,
+    yaml_keys,
+)
 from .doctor import MISSING, sc2_check, sc2_root, smac_check
-from .settings import SETTINGS_CLASSES, our_keys, read_settings
-
-OUR_LEARNER = "nonmono_learner"
-OUR_MAC = "nonmono_mac"
+from .settings import SETTINGS_CLASSES
 
 # Keys PyMARL2 adds to its config at run time (run.py and sacred), not found in any YAML.
 HOST_RUNTIME_KEYS = {
@@ -27,82 +32,16 @@ HOST_RUNTIME_KEYS = {
     "episode_limit", "accumulated_episodes", "unit_dim", "agent_own_state_size",
 }
 
-# Keys Sacred adds to every config itself, so `with seed=N` is always accepted.
-SACRED_KEYS = {"seed"}
 
-class PreflightError(RuntimeError):
-    """Something the run needs is missing; the message says what and how to get it."""
-
-
-def yaml_keys(folders: Iterable[Path]) -> set[str]:
-    """Top-level keys of the YAML files below ``folders``, except configs of our learner.
-
-    Those are skipped so that a typo in a user's own ``nonmono_learner`` config cannot
-    make itself "known"; stock configs define which host keys exist.
-    """
-    keys: set[str] = set()
-    for folder in folders:
-        for path in sorted(Path(folder).rglob("*.yaml")):
-            with open(path, encoding="utf-8") as f:
-                data = yaml.safe_load(f) or {}
-            if isinstance(data, Mapping) and not {OUR_LEARNER, OUR_MAC} & {data.get("learner"), data.get("mac")}:
-                keys.update(data)
-    return keys
+def _no_q_lambda(config: Mapping) -> None:
+    if config.get("q_lambda"):
+        raise ConfigError("q_lambda=True is PyMARL2's nq_learner switch; with nonmono_learner use td_bootstrap=q_lambda")
 
 
 def check_config(config: Mapping, host_config_dir: Path, plugin_config_dirs: Iterable[Path]) -> None:
     """Validate a run that uses our learner or controller; other runs pass untouched."""
-    if config.get("learner") != OUR_LEARNER and config.get("mac") != OUR_MAC:
-        return
-    if config.get("learner") == OUR_LEARNER and config.get("mac") != OUR_MAC:
-        raise ConfigError(f"learner={OUR_LEARNER!r} needs mac={OUR_MAC!r}, got mac={config.get('mac')!r}")
-    if config.get("q_lambda"):
-        raise ConfigError("q_lambda=True is PyMARL2's nq_learner switch; with nonmono_learner use td_bootstrap=q_lambda")
-    known = yaml_keys([host_config_dir, *plugin_config_dirs]) | our_keys() | HOST_RUNTIME_KEYS
-    check_known_keys("config", config.keys(), known)
-    for cls in SETTINGS_CLASSES:
-        read_settings(cls, config, OUR_LEARNER)
-
-
-def _dotted_paths(config: Mapping, prefix: str = "") -> set[str]:
-    """Every key path of ``config``, nested ones dotted: {"env_args", "env_args.map_name", ...}."""
-    paths: set[str] = set()
-    for key, value in config.items():
-        path = f"{prefix}{key}"
-        paths.add(path)
-        if isinstance(value, Mapping):
-            paths |= _dotted_paths(value, f"{path}.")
-    return paths
-
-
-def update_paths(updates: Sequence[str]) -> list[str]:
-    """The key paths that Sacred ``with`` words set: ``KEY=VALUE``, a dict VALUE per entry.
-
-    Other words (named configs, options) are left to Sacred.
-    """
-    paths = []
-    for word in updates:
-        if word.startswith("-") or "=" not in word:
-            continue
-        key, text = (part.strip() for part in word.split("=", 1))
-        try:
-            value = ast.literal_eval(text)  # how Sacred reads values too
-        except (ValueError, SyntaxError):
-            value = text
-        paths.extend(_leaf_paths(key, value))
-    return paths
-
-
-def _leaf_paths(path: str, value: object) -> list[str]:
-    # Sacred checks a dict value's entries one by one, as if each were set with a dotted key.
-    if isinstance(value, Mapping) and value:
-        return [leaf for key, sub in value.items() for leaf in _leaf_paths(f"{path}.{key}", sub)]
-    return [path]
-
-
-def check_with_updates(config: Mapping, updates: Sequence[str]) -> None:
-    """Refuse ``with`` keys that the merged YAML config lacks: Sacred would refuse them too."""
-    check_known_keys("config", update_paths(updates), _dotted_paths(config) | SACRED_KEYS)
+    _family.check_config(config, host_config_dir, plugin_config_dirs, settings_classes=SETTINGS_CLASSES,
+                         runtime_keys=HOST_RUNTIME_KEYS, host_checks=[_no_q_lambda])
 
 
 def starcraft_problems(map_name: str | None = None) -> list[str]:

@@ -1,164 +1,38 @@
-"""Typed settings read from PyMARL2's flat config namespace.
-
-Every field must be present in the run's config (our YAMLs set them all): a missing
-key is an error naming it, never a silent default. Values are validated here, once,
-so the learner and controller receive settings that are known to be usable.
-"""
+"""Settings on PyMARL2: the PyMARL-family ones (:mod:`..pymarl_family.settings`) plus
+prioritised replay, which only PyMARL2's ``per_run`` offers."""
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, fields
-from typing import Any, Mapping
+from dataclasses import dataclass
 
-from ...errors import ConfigError, check_bool, check_choice, check_int, check_range
-from ...numerics.mixers import MIXERS, check_mixer_options
-from ...numerics.schedules import SCHEDULES
-from ...numerics.selection import SELECTORS
-from ...numerics.targets import BOOTSTRAPS
-
-OPTIMIZERS = ("adam", "rmsprop")
-RND_INPUTS = ("state", "obs")
-
-
-def read_settings(cls, config: Mapping[str, Any] | Any, owner: str):
-    """Build dataclass ``cls`` from a dict or namespace, requiring every field.
-
-    ``owner`` names the component in the error, e.g. ``"nonmono_learner"``.
-    """
-    get = config.get if isinstance(config, Mapping) else (lambda k, d=None: getattr(config, k, d))
-    missing = object()
-    values = {}
-    absent = []
-    for f in fields(cls):
-        v = get(f.name, missing)
-        if v is missing:
-            absent.append(f.name)
-        else:
-            values[f.name] = v
-    if absent:
-        raise ConfigError(
-            f"{owner} needs config key(s) {absent}; set them in the algorithm YAML "
-            f"(see pymarl-nonmono's config/algs/nonmono_qmix.yaml for documented defaults)"
-        )
-    obj = cls(**values)
-    obj.validate()
-    return obj
+from ...errors import check_bool
+from ..pymarl_family import settings as _family
+from ..pymarl_family.settings import (  # noqa: F401  (this module's API since before the split)
+    OPTIMIZERS,
+    RND_INPUTS,
+    ControllerSettings,
+    ExplorationSettings,
+    LearnerSettings,
+    RNDSettings,
+    read_settings,
+)
 
 
 @dataclass(frozen=True)
-class ExplorationSettings:
-    """Behaviour policy of :class:`NonMonoMAC` (``action_selector`` picks which keys apply)."""
+class PERSettings:
+    """PyMARL2's prioritised replay: ``use_per`` makes the learner return one priority per episode."""
 
-    action_selector: str
-    selector_schedule: str
-    epsilon_start: float
-    epsilon_finish: float
-    epsilon_anneal_time: int
-    temperature_start: float
-    temperature_finish: float
-    temperature_anneal_time: int
-
-    def validate(self) -> None:
-        check_choice("action_selector", self.action_selector, SELECTORS.names())
-        check_choice("selector_schedule", self.selector_schedule, SCHEDULES.names())
-        check_range("epsilon_start", self.epsilon_start, 0.0, 1.0)
-        check_range("epsilon_finish", self.epsilon_finish, 0.0, 1.0)
-        check_int("epsilon_anneal_time", self.epsilon_anneal_time, 0)
-        check_range("temperature_start", self.temperature_start, low=0.0, low_open=True)
-        check_range("temperature_finish", self.temperature_finish, low=0.0, low_open=True)
-        check_int("temperature_anneal_time", self.temperature_anneal_time, 0)
-
-    def schedule_args(self) -> dict:
-        if self.action_selector == "softmax":
-            return dict(start=self.temperature_start, finish=self.temperature_finish,
-                        anneal_steps=self.temperature_anneal_time)
-        return dict(start=self.epsilon_start, finish=self.epsilon_finish,
-                    anneal_steps=self.epsilon_anneal_time)
-
-
-@dataclass(frozen=True)
-class ControllerSettings:
-    agent: str
-    obs_last_action: bool
-    obs_agent_id: bool
-    td_bootstrap: str
-
-    def validate(self) -> None:
-        check_bool("obs_last_action", self.obs_last_action)
-        check_bool("obs_agent_id", self.obs_agent_id)
-        check_choice("td_bootstrap", self.td_bootstrap, BOOTSTRAPS.names())
-
-
-@dataclass(frozen=True)
-class RNDSettings:
-    use_rnd: bool
-    rnd_input: str
-    rnd_hidden_dim: int
-    rnd_output_dim: int
-    rnd_layers: int
-    rnd_lr: float
-    rnd_beta_start: float
-    rnd_beta_finish: float
-    rnd_beta_anneal_time: int
-
-    def validate(self) -> None:
-        check_bool("use_rnd", self.use_rnd)
-        check_choice("rnd_input", self.rnd_input, RND_INPUTS)
-        check_int("rnd_hidden_dim", self.rnd_hidden_dim, 1)
-        check_int("rnd_output_dim", self.rnd_output_dim, 1)
-        check_int("rnd_layers", self.rnd_layers, 1)
-        check_range("rnd_lr", self.rnd_lr, low=0.0, low_open=True)
-        check_range("rnd_beta_start", self.rnd_beta_start, low=0.0)
-        check_range("rnd_beta_finish", self.rnd_beta_finish, low=0.0)
-        check_int("rnd_beta_anneal_time", self.rnd_beta_anneal_time, 0)
-
-
-@dataclass(frozen=True)
-class LearnerSettings:
-    mixer: str
-    mixing_embed_dim: int
-    hypernet_embed: int
-    hypernet_layers: int
-    qmix_pos_func: str
-    qmix_pos_func_beta: float
-    use_orthogonal: bool
-    td_bootstrap: str
-    td_lambda: float
-    gamma: float
-    double_q: bool
-    optimizer: str
-    lr: float
-    optim_alpha: float
-    optim_eps: float
-    grad_norm_clip: float
-    target_update_interval: int
-    learner_log_interval: int
     use_per: bool
     return_priority: bool
 
     def validate(self) -> None:
-        check_choice("mixer", self.mixer, MIXERS.names())
-        check_int("mixing_embed_dim", self.mixing_embed_dim, 1)
-        check_int("hypernet_embed", self.hypernet_embed, 1)
-        if isinstance(self.hypernet_layers, bool) or self.hypernet_layers not in (1, 2):
-            raise ConfigError(f"hypernet_layers={self.hypernet_layers!r} is not one of [1, 2]")
-        check_mixer_options(self.mixer, self.qmix_pos_func, self.qmix_pos_func_beta, self.use_orthogonal)
-        check_choice("td_bootstrap", self.td_bootstrap, BOOTSTRAPS.names())
-        check_range("td_lambda", self.td_lambda, 0.0, 1.0)
-        check_range("gamma", self.gamma, 0.0, 1.0, low_open=True)
-        check_bool("double_q", self.double_q)
-        check_choice("optimizer", self.optimizer, OPTIMIZERS)
-        check_range("lr", self.lr, low=0.0, low_open=True)
-        check_range("grad_norm_clip", self.grad_norm_clip, low=0.0, low_open=True)
-        check_int("target_update_interval", self.target_update_interval, 1)
         check_bool("use_per", self.use_per)
         check_bool("return_priority", self.return_priority)
 
 
-SETTINGS_CLASSES = (ExplorationSettings, ControllerSettings, RNDSettings, LearnerSettings)
+SETTINGS_CLASSES = (*_family.SETTINGS_CLASSES, PERSettings)
 
 
 def our_keys() -> set[str]:
-    """Every config key our components read."""
-    return {f.name for cls in SETTINGS_CLASSES for f in dataclasses.fields(cls)}
+    """Every config key our components read on PyMARL2."""
+    return _family.our_keys(SETTINGS_CLASSES)

@@ -1,0 +1,59 @@
+"""Conversion of a PyMARL-family ``EpisodeBatch`` (PyMARL2, EPyMARL) into the plain
+tensors our numerics take.
+
+Both hosts store every field over ``T+1`` steps (the extra step holds the final state and
+the action chosen there). Per-transition fields (reward, terminated, mask) are cut to
+``T``; per-state fields keep ``T+1`` because targets bootstrap from step ``t+1``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+
+@dataclass
+class Episodes:
+    obs: torch.Tensor  # [B, T+1, N, O]
+    state: torch.Tensor  # [B, T+1, S]
+    actions: torch.Tensor  # [B, T+1, N] long
+    actions_onehot: torch.Tensor  # [B, T+1, N, A]
+    avail_actions: torch.Tensor  # [B, T+1, N, A]
+    reward: torch.Tensor  # [B, T]
+    terminated: torch.Tensor  # [B, T]
+    mask: torch.Tensor  # [B, T]: real, not-yet-ended transitions
+    probs: Optional[torch.Tensor]  # [B, T+1, N, A] behaviour policy, when recorded
+
+    @property
+    def batch_size(self) -> int:
+        return self.obs.shape[0]
+
+    @property
+    def horizon(self) -> int:
+        """T, the number of transitions."""
+        return self.reward.shape[1]
+
+
+def episodes_from_batch(batch, with_probs: bool = False) -> Episodes:
+    reward_width = batch["reward"].shape[-1]
+    if reward_width != 1:
+        # EPyMARL with common_reward=False stores one reward per agent: [B, T+1, N].
+        raise ValueError(f"the batch has {reward_width} rewards per step, not one team reward: "
+                         f"our learner needs common_reward=True")
+    terminated = batch["terminated"][:, :-1].float().squeeze(-1)
+    mask = batch["filled"][:, :-1].float().squeeze(-1)
+    # A step after the terminal one is not part of the episode even if "filled".
+    mask[:, 1:] = mask[:, 1:] * (1 - terminated[:, :-1])
+    return Episodes(
+        obs=batch["obs"],
+        state=batch["state"].reshape(batch["state"].shape[0], batch["state"].shape[1], -1),
+        actions=batch["actions"].squeeze(-1),
+        actions_onehot=batch["actions_onehot"],
+        avail_actions=batch["avail_actions"],
+        reward=batch["reward"][:, :-1].squeeze(-1),
+        terminated=terminated,
+        mask=mask,
+        probs=batch["probs"] if with_probs else None,
+    )

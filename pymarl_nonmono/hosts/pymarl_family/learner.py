@@ -1,0 +1,273 @@
+"""TD(λ) value-factorisation learner on the learner protocol of PyMARL2 and EPyMARL.
+
+One update: per-agent Q-values from the controller, mixed into Q_tot by the mixer named
+in ``mixer`` (from :data:`~pymarl_nonmono.numerics.mixers.MIXERS`), regressed on λ-returns
+whose bootstrap is named in ``td_bootstrap`` (``q``, ``sarsa``, ``expected_sarsa``,
+``q_lambda``). With ``use_rnd`` the extrinsic reward gets β·(normalised RND novelty of
+the next state). Target networks are hard-copied every ``target_update_interval``
+episodes, as in PyMARL2. Prioritised replay (PyMARL2 only) is added by
+:class:`pymarl_nonmono.hosts.pymarl2.learner.NonMonoLearner`.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+
+import torch
+
+from ...numerics.mixers import make_mixer
+from ...numerics.rnd import RND, combine_rewards
+from ...numerics.schedules import make_schedule
+from ...numerics.targets import (
+    agent_bootstrap_utilities,
+    lambda_returns,
+    needs_behaviour_probs,
+    q_lambda_returns,
+    uses_q_lambda_correction,
+)
+from .batch import episodes_from_batch
+from .diagnostics import IGMDiagnostics
+from .settings import LearnerSettings, RNDSettings, read_settings
+
+log = logging.getLogger(__name__)
+
+
+def _gather(q: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    return torch.gather(q, dim=-1, index=actions.unsqueeze(-1)).squeeze(-1)
+
+
+class NonMonoLearner:
+    def __init__(self, mac, scheme, logger, args) -> None:
+        self.args = args
+        self.cfg: LearnerSettings = read_settings(LearnerSettings, args, "nonmono_learner")
+        self.rnd_cfg: RNDSettings = read_settings(RNDSettings, args, "nonmono_learner")
+        self.mac = mac
+        self.logger = logger
+        state_dim = int(torch.tensor(scheme["state"]["vshape"]).prod().item())
+        self.mixer = make_mixer(
+            self.cfg.mixer,
+            n_agents=int(args.n_agents),
+            state_dim=state_dim,
+            embed_dim=self.cfg.mixing_embed_dim,
+            hypernet_embed=self.cfg.hypernet_embed,
+            hypernet_layers=int(self.cfg.hypernet_layers),
+            qmix_pos_func=self.cfg.qmix_pos_func,
+            qmix_pos_func_beta=self.cfg.qmix_pos_func_beta,
+            use_orthogonal=self.cfg.use_orthogonal,
+        )
+        self.target_mixer = copy.deepcopy(self.mixer)
+        self.target_mac = copy.deepcopy(mac)
+        self.params = list(mac.parameters()) + list(self.mixer.parameters())
+        if self.cfg.optimizer == "adam":
+            self.optimiser = torch.optim.Adam(self.params, lr=self.cfg.lr)
+        else:
+            self.optimiser = torch.optim.RMSprop(
+                self.params, lr=self.cfg.lr, alpha=self.cfg.optim_alpha, eps=self.cfg.optim_eps
+            )
+        self.rnd = None
+        if self.rnd_cfg.use_rnd:
+            rnd_dim = state_dim if self.rnd_cfg.rnd_input == "state" else int(scheme["obs"]["vshape"])
+            self.rnd = RND(
+                rnd_dim,
+                self.rnd_cfg.rnd_hidden_dim,
+                self.rnd_cfg.rnd_output_dim,
+                self.rnd_cfg.rnd_layers,
+                self.rnd_cfg.rnd_lr,
+                # The bonus is scaled by the RMS of the discounted intrinsic return; with
+                # the learner's discount that is the return its value function sees.
+                gamma=self.cfg.gamma,
+            )
+            self.rnd_beta = make_schedule(
+                "linear", self.rnd_cfg.rnd_beta_start, self.rnd_cfg.rnd_beta_finish,
+                self.rnd_cfg.rnd_beta_anneal_time,
+            )
+        self.with_probs = needs_behaviour_probs(self.cfg.td_bootstrap)
+        self.diagnostics = IGMDiagnostics(args.env, args.env_args, seed=int(args.seed))
+        self.last_target_update_episode = 0
+        self.episodes_since_target_update = self.last_episode_num = self.target_update_count = 0  # see _episodes_elapsed
+        self.log_stats_t = -self.cfg.learner_log_interval - 1
+        log.info(
+            "nonmono_learner: mixer=%s (%d parameters), td_bootstrap=%s, td_lambda=%s, rnd=%s",
+            self.cfg.mixer, sum(p.numel() for p in self.mixer.parameters()),
+            self.cfg.td_bootstrap, self.cfg.td_lambda, self.rnd_cfg.use_rnd,
+        )
+
+    # -- one update ---------------------------------------------------------------
+    def train(self, batch, t_env: int, episode_num: int):
+        self._update(batch, t_env, episode_num)
+
+    def _update(self, batch, t_env: int, episode_num: int, episode_weights=None):
+        """One gradient step; ``episode_weights`` ``[B]`` scale each episode's squared TD
+        errors (importance weights of prioritised replay). Returns the masked TD errors
+        ``[B, T]``, the mask and the episodes."""
+        ep = episodes_from_batch(batch, with_probs=self.with_probs)
+        mask = ep.mask
+        self.mac.agent.train()
+        q = self.mac.unroll(batch)  # [B, T+1, N, A]
+        with torch.no_grad():
+            self.target_mac.agent.train()
+            targets, rnd_stats = self.targets(ep, q.detach(), self.target_mac.unroll(batch), t_env)
+
+        chosen = _gather(q[:, :-1], ep.actions[:, :-1])
+        q_tot = self.mixer(chosen, ep.state[:, :-1])
+        td_error = (q_tot - targets) * mask
+        sq = 0.5 * td_error.pow(2)
+        if episode_weights is not None:
+            weights = torch.as_tensor(episode_weights, dtype=sq.dtype, device=sq.device).view(-1, 1)
+            sq = sq * weights
+        mask_sum = mask.sum().clamp(min=1.0)
+        loss = sq.sum() / mask_sum
+
+        self.optimiser.zero_grad()
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_norm_clip)
+        self.optimiser.step()
+
+        # Counted from the counter's steps, not its value: PyMARL2 restarts it at 0 on resume.
+        self.episodes_since_target_update += self._episodes_elapsed(episode_num)
+        if self.episodes_since_target_update >= self.cfg.target_update_interval:
+            self._update_targets()
+            self.last_target_update_episode = episode_num
+
+        if t_env - self.log_stats_t >= self.cfg.learner_log_interval:
+            n = mask_sum.item()
+            n_agents = int(self.args.n_agents)
+            stats = {
+                "loss_td": loss.item(),
+                "grad_norm": float(grad_norm),
+                # Names shared with PyMARL2's nq_learner carry its formulas, so `report` can put
+                # runs side by side: its "td_error_abs" is the (PER-weighted) masked mean of
+                # 0.5 * td_error^2, its Q means are divided by the number of agents.
+                "td_error_abs": sq.abs().sum().item() / n,
+                "q_taken_mean": (q_tot * mask).sum().item() / (n * n_agents),
+                "target_mean": (targets * mask).sum().item() / (n * n_agents),
+                # What those names suggest, under names of our own.
+                "td_error_abs_mean": td_error.abs().sum().item() / n,
+                "joint_q_taken_mean": (q_tot * mask).sum().item() / n,
+                "joint_target_mean": (targets * mask).sum().item() / n,
+                "target_update_count": float(self.target_update_count),
+                **rnd_stats,
+                **self.diagnostics(self.mixer, q.detach(), ep),
+            }
+            temperature = getattr(self.mac.action_selector, "temperature", None)
+            if temperature is not None:
+                stats["temperature"] = float(temperature)
+            for key, value in stats.items():
+                self.logger.log_stat(key, value, t_env)
+            self.log_stats_t = t_env
+
+        return td_error, mask, ep
+
+    def targets(self, ep, q, target_q, t_env: int):
+        """λ-returns ``[B, T]`` for episodes ``ep`` given online and target agent Q-values
+        ``[B, T+1, N, A]``, and the RND statistics of the rewards used."""
+        rewards, rnd_stats = self._rewards(ep, t_env)
+        utilities = agent_bootstrap_utilities(
+            self.cfg.td_bootstrap,
+            target_q,
+            online_q=q,
+            actions=ep.actions,
+            probs=ep.probs,
+            avail_actions=ep.avail_actions,
+            double_q=self.cfg.double_q,
+        )
+        values = self.target_mixer(utilities, ep.state)
+        if uses_q_lambda_correction(self.cfg.td_bootstrap):
+            taken = self.target_mixer(_gather(target_q, ep.actions), ep.state)
+            returns = q_lambda_returns(rewards, ep.terminated, ep.mask, values, taken, self.cfg.gamma, self.cfg.td_lambda)
+        else:
+            returns = lambda_returns(rewards, ep.terminated, ep.mask, values, self.cfg.gamma, self.cfg.td_lambda)
+        return returns, rnd_stats
+
+    def _rewards(self, ep, t_env):
+        if self.rnd is None:
+            return ep.reward, {}
+        # Novelty of the state the transition leads to, as in RND.
+        x = ep.state[:, 1:] if self.rnd_cfg.rnd_input == "state" else ep.obs[:, 1:]
+        with torch.enable_grad():
+            r_int, rnd_loss = self.rnd.reward_and_update(x, ep.mask)
+        beta = self.rnd_beta.value(t_env)
+        valid = r_int[ep.mask > 0]
+        stats = {
+            "rnd_reward_mean": valid.mean().item() if valid.numel() else 0.0,
+            "rnd_reward_std": valid.std().item() if valid.numel() > 1 else 0.0,
+            "rnd_loss": rnd_loss,
+            "rnd_beta": beta,
+        }
+        return combine_rewards(ep.reward, r_int, beta), stats
+
+    def _update_targets(self):
+        self.target_mac.load_state(self.mac)
+        self.target_mixer.load_state_dict(self.mixer.state_dict())
+        # No log line: PyMARL2's console shows DEBUG, and one line per update was over a
+        # quarter of a run's output. `target_update_count` (a statistic) tells the story.
+        self.episodes_since_target_update = 0
+        self.target_update_count += 1
+
+    def _episodes_elapsed(self, episode_num: int) -> int:
+        """Episodes the host ran since the previous ``train``, from its counter ``episode_num``.
+
+        A counter below the last one seen means the host restarted it -- PyMARL2's run.py
+        sets ``episode = 0`` after ``load_models`` -- so the episodes since the restart are
+        ``episode_num`` itself (a restart is assumed to count from 0).
+        """
+        elapsed = episode_num - self.last_episode_num
+        if elapsed < 0:
+            elapsed = episode_num
+        self.last_episode_num = episode_num
+        return elapsed
+
+    # -- the hosts' learner protocol -------------------------------------------------
+    def cuda(self):
+        self.mac.cuda()
+        self.target_mac.cuda()
+        self.mixer.cuda()
+        self.target_mixer.cuda()
+        if self.rnd is not None:
+            self.rnd.cuda()
+
+    def save_models(self, path):
+        self.mac.save_models(path)
+        state = {
+            "mixer": self.mixer.state_dict(),
+            "target_mixer": self.target_mixer.state_dict(),
+            "target_agent": self.target_mac.agent.state_dict(),
+            "optimiser": self.optimiser.state_dict(),
+            "last_target_update_episode": self.last_target_update_episode,
+            # The target schedule, counter-independent (see _episodes_elapsed).
+            "episodes_since_target_update": self.episodes_since_target_update,
+            "last_episode_num": self.last_episode_num,
+            "target_update_count": self.target_update_count,
+        }
+        if self.rnd is not None:
+            state["rnd"] = self.rnd.full_state_dict()
+        torch.save(state, os.path.join(path, "nonmono_learner.th"))
+
+    def load_models(self, path):
+        self.mac.load_models(path)
+        state = torch.load(os.path.join(path, "nonmono_learner.th"), map_location="cpu")
+        self.mixer.load_state_dict(state["mixer"])
+        self.target_mixer.load_state_dict(state["target_mixer"])
+        self.target_mac.agent.load_state_dict(state["target_agent"])
+        self.optimiser.load_state_dict(state["optimiser"])
+        self.last_target_update_episode = state["last_target_update_episode"]
+        if "episodes_since_target_update" in state:
+            self.episodes_since_target_update = state["episodes_since_target_update"]
+            self.last_episode_num = state["last_episode_num"]
+            self.target_update_count = state["target_update_count"]
+        else:
+            # Saved before the schedule was checkpointed: count as if the targets had just
+            # been copied, the closest guess that never skips an interval.
+            log.warning("%s has no 'episodes_since_target_update' (an older checkpoint): the next "
+                        "target update comes %d episodes from now", path, self.cfg.target_update_interval)
+            self.episodes_since_target_update = 0
+            self.last_episode_num = self.last_target_update_episode
+        log.info("loaded %s: target networks copied %d episodes before the checkpoint, next copy in %d episodes",
+                 path, self.episodes_since_target_update,
+                 max(self.cfg.target_update_interval - self.episodes_since_target_update, 0))
+        if self.rnd is not None:
+            if "rnd" not in state:
+                raise ValueError(f"{path} has no RND state but use_rnd=True; it was saved by a run without RND")
+            self.rnd.load_full_state_dict(state["rnd"])

@@ -1,0 +1,141 @@
+"""Start-up checks of config keys, the same on every PyMARL-family host.
+
+They turn a typo in a config key into one message at start-up that names the key and
+what was probably meant. Each host adds its own checks (PyMARL2: StarCraft II and
+football software, nq_learner's ``q_lambda``; EPyMARL: ``common_reward``).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+from typing import Callable, Iterable, Mapping, Sequence
+
+import yaml
+
+from ...errors import ConfigError, check_known_keys
+from .settings import our_keys, read_settings
+
+OUR_LEARNER = "nonmono_learner"
+OUR_MAC = "nonmono_mac"
+
+# Keys Sacred adds to every config itself, so `with seed=N` is always accepted.
+SACRED_KEYS = {"seed"}
+
+
+class PreflightError(RuntimeError):
+    """Something the run needs is missing; the message says what and how to get it."""
+
+
+def host_config_dir() -> Path:
+    """The running host's ``src/config`` (both hosts keep ``learners/`` beside it)."""
+    import learners  # the host's package; its parent is the host's src/
+
+    return Path(learners.__file__).resolve().parents[1] / "config"
+
+
+def yaml_keys(folders: Iterable[Path]) -> set[str]:
+    """Top-level keys of the YAML files below ``folders``, except configs of our learner.
+
+    Those are skipped so that a typo in a user's own ``nonmono_learner`` config cannot
+    make itself "known"; stock configs define which host keys exist.
+    """
+    keys: set[str] = set()
+    for folder in folders:
+        for path in sorted(Path(folder).rglob("*.yaml")):
+            with open(path, encoding="utf-8") as f:
+                data = yaml.safe_load(f) or {}
+            if isinstance(data, Mapping) and not {OUR_LEARNER, OUR_MAC} & {data.get("learner"), data.get("mac")}:
+                keys.update(data)
+    return keys
+
+
+def uses_our_components(config: Mapping) -> bool:
+    return config.get("learner") == OUR_LEARNER or config.get("mac") == OUR_MAC
+
+
+def check_config(config: Mapping, host_config_dir: Path, plugin_config_dirs: Iterable[Path], *,
+                 settings_classes: Sequence[type], runtime_keys: set[str],
+                 host_checks: Sequence[Callable[[Mapping], None]] = ()) -> None:
+    """Validate a run that uses our learner or controller; other runs pass untouched.
+
+    ``settings_classes``: what the host's learner and controller read; ``runtime_keys``:
+    keys the host adds at run time, in no YAML; ``host_checks``: the host's own rules,
+    each raising :class:`ConfigError`.
+    """
+    if not uses_our_components(config):
+        return
+    if config.get("learner") == OUR_LEARNER and config.get("mac") != OUR_MAC:
+        raise ConfigError(f"learner={OUR_LEARNER!r} needs mac={OUR_MAC!r}, got mac={config.get('mac')!r}")
+    for check in host_checks:
+        check(config)
+    known = yaml_keys([host_config_dir, *plugin_config_dirs]) | our_keys(settings_classes) | runtime_keys
+    check_known_keys("config", config.keys(), known)
+    for cls in settings_classes:
+        read_settings(cls, config, OUR_LEARNER)
+
+
+def _dotted_paths(config: Mapping, prefix: str = "") -> set[str]:
+    """Every key path of ``config``, nested ones dotted: {"env_args", "env_args.map_name", ...}."""
+    paths: set[str] = set()
+    for key, value in config.items():
+        path = f"{prefix}{key}"
+        paths.add(path)
+        if isinstance(value, Mapping):
+            paths |= _dotted_paths(value, f"{path}.")
+    return paths
+
+
+def _parsed_updates(updates: Sequence[str]) -> list[tuple[str, object]]:
+    """``(KEY, VALUE)`` of the Sacred ``with`` words ``KEY=VALUE``, values read as Sacred does.
+
+    Other words (named configs, options) are left to Sacred.
+    """
+    parsed = []
+    for word in updates:
+        if word.startswith("-") or "=" not in word:
+            continue
+        key, text = (part.strip() for part in word.split("=", 1))
+        try:
+            value = ast.literal_eval(text)  # how Sacred reads values too
+        except (ValueError, SyntaxError):
+            value = text
+        parsed.append((key, value))
+    return parsed
+
+
+def update_paths(updates: Sequence[str]) -> list[str]:
+    """The key paths that Sacred ``with`` words set: ``KEY=VALUE``, a dict VALUE per entry."""
+    return [leaf for key, value in _parsed_updates(updates) for leaf in _leaf_paths(key, value)]
+
+
+def _leaf_paths(path: str, value: object) -> list[str]:
+    # Sacred checks a dict value's entries one by one, as if each were set with a dotted key.
+    if isinstance(value, Mapping) and value:
+        return [leaf for key, sub in value.items() for leaf in _leaf_paths(f"{path}.{key}", sub)]
+    return [path]
+
+
+def with_updates(config: Mapping, updates: Sequence[str]) -> dict:
+    """A copy of ``config`` with the ``with`` words applied, as Sacred will apply them."""
+    out = _copy(config)
+    for key, value in _parsed_updates(updates):
+        for leaf in _leaf_paths(key, value):
+            *parents, last = leaf.split(".")
+            node = out
+            for part in parents:
+                node = node.setdefault(part, {})
+            sub = value
+            for part in leaf.split(".")[len(key.split(".")):]:
+                sub = sub[part]
+            node[last] = sub
+    return out
+
+
+def _copy(config: Mapping) -> dict:
+    return {k: _copy(v) if isinstance(v, Mapping) else v for k, v in config.items()}
+
+
+def check_with_updates(config: Mapping, updates: Sequence[str]) -> None:
+    """Refuse ``with`` keys that the merged YAML config lacks: Sacred would refuse them too."""
+    check_known_keys("config", update_paths(updates), _dotted_paths(config) | SACRED_KEYS)

@@ -1,0 +1,35 @@
+"""Registering our learner, controller and selector with a PyMARL-family host.
+
+Both hosts keep plain dict registries under the same names; what differs (the controller
+class with its agent protocol, envs, run wrapping) stays in each host's plugin.
+"""
+
+from __future__ import annotations
+
+from typing import MutableMapping
+
+# The names our configs use (``learner:``, ``mac:``, ``action_selector:``).
+LEARNER = "nonmono_learner"
+MAC = "nonmono_mac"
+SELECTOR = "softmax"
+
+
+def register_learning(
+    learners: MutableMapping[str, type],
+    controllers: MutableMapping[str, type],
+    selectors: MutableMapping[str, type],
+    learner_cls: type,
+    mac_cls: type,
+) -> None:
+    """Put ``learner_cls`` / ``mac_cls`` / our selector into the host's registries, and give
+    every stock learner our IGM diagnostics so stock runs log the same tables as ours."""
+    from .diagnostics import with_stock_diagnostics
+    from .selectors import HostSelector
+
+    for name, cls in list(learners.items()):
+        if name != LEARNER:
+            learners[name] = with_stock_diagnostics(cls)
+    learners[LEARNER] = learner_cls
+    controllers[MAC] = mac_cls
+    # setdefault: a host that someday ships its own "softmax" keeps it.
+    selectors.setdefault(SELECTOR, HostSelector)

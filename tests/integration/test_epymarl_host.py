@@ -1,0 +1,119 @@
+"""End to end on a real EPyMARL checkout: install, train our algorithms and stock qmix side by
+side on our matrix game and on LBF, Sacred records, uninstall.
+
+Runs on conftest's epymarl_pristine (a clone of the EPyMARL bundle), on a temporary copy.
+Each run is a real ``python src/main.py`` subprocess; they are started together (two at a
+time) by one module fixture and each test reads its run's folder.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from install_helpers import tree_digest
+
+from pymarl_nonmono import cli
+
+pytestmark = [pytest.mark.integration]
+
+LBF = "lbforaging:Foraging-8x8-2p-3f-v3"
+SHORT = ["use_cuda=False", "test_nepisode=1", "batch_size=4", "buffer_size=16"]
+ENVS = {
+    "matrix_game": ("--env-config=matrix_game", ["t_max=60", "test_interval=30", "log_interval=30",
+                                                 "runner_log_interval=30", "learner_log_interval=30"]),
+    LBF: ("--env-config=gymma", [f"env_args.key={LBF}", "env_args.time_limit=50", "t_max=300", "test_interval=150",
+                                 "log_interval=150", "runner_log_interval=150", "learner_log_interval=150"]),
+}
+# (--config, extra `with` words): the paper's three, one without parameter sharing (expected SARSA:
+# the probs field of patch 0004), RND on the parallel runner (our env adapter in its workers), stock qmix.
+# Ours copy the target networks every target_update_interval episodes (hard), EPyMARL's q_learner
+# by its own target_update_interval_or_tau (training steps, or Polyak tau if <= 1).
+RUNS = [
+    ("nonmono_qmix", ["target_update_interval=5"]),
+    ("nonmono_qmix_sarsa", ["target_update_interval=5"]),
+    ("nonmono_qmix_rnd", ["target_update_interval=5", "runner=parallel", "batch_size_run=2"]),
+    ("nonmono_qmix_sarsa_ns", ["target_update_interval=5", "td_bootstrap=expected_sarsa"]),
+    ("qmix", ["target_update_interval_or_tau=5"]),
+]
+OUR_STATS = {"loss_td", "td_error_abs", "q_taken_mean", "target_mean", "grad_norm", "td_error_abs_mean",
+             "joint_q_taken_mean", "joint_target_mean", "target_update_count", "igm_violation_rate_lower_bound"}
+RND_STATS = {"rnd_reward_mean", "rnd_reward_std", "rnd_loss"}
+
+
+HAVE_LBF = importlib.util.find_spec("lbforaging") is not None
+
+
+def run_main(root: Path, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    return subprocess.run([sys.executable, "src/main.py", *args], cwd=root, env=env, capture_output=True, text=True,
+                          timeout=900, stdin=subprocess.DEVNULL)
+
+
+@pytest.fixture(scope="module")
+def host(epymarl_pristine, tmp_path_factory):
+    root = tmp_path_factory.mktemp("host") / "epymarl"
+    shutil.copytree(epymarl_pristine, root, symlinks=True, ignore=shutil.ignore_patterns(".git", "__pycache__", "results"))
+    pristine = tree_digest(root)
+    assert cli.main(["install", str(root)]) == 0
+    return root, pristine
+
+
+@pytest.fixture(scope="module")
+def runs(host):
+    """Every (env, alg) run of RUNS, done: {(env, alg): CompletedProcess}."""
+    root, _ = host
+    jobs = {(env, alg): (f"--config={alg}", env_config, "with", *SHORT, *env_words, *extra)
+            for env, (env_config, env_words) in ENVS.items() for alg, extra in RUNS if env != LBF or HAVE_LBF}
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        done = {key: pool.submit(run_main, root, *args) for key, args in jobs.items()}
+        return {key: future.result() for key, future in done.items()}
+
+
+@pytest.mark.parametrize("env", list(ENVS))
+def test_ours_and_stock_qmix_train_to_completed_with_our_statistics(host, runs, env):
+    root, _ = host
+    if env == LBF and not HAVE_LBF:
+        pytest.skip("lbforaging is not installed: pip install lbforaging")
+    for alg, _ in RUNS:
+        proc = runs[(env, alg)]
+        assert proc.returncode == 0, f"{alg} on {env}:\n" + proc.stdout[-3000:] + proc.stderr[-3000:]
+        # EPyMARL's folder order is <name>/<map_name or env_args.key>; one run each.
+        run_dir = root / "results" / "sacred" / alg / env / "1"
+        assert json.loads((run_dir / "run.json").read_text())["status"] == "COMPLETED", alg
+        metrics = set(json.loads((run_dir / "metrics.json").read_text()))
+        assert "test_return_mean" in metrics, (alg, sorted(metrics))
+        if alg == "qmix":
+            assert {"loss", "td_error_abs"} <= metrics and "loss_td" not in metrics
+            # Our IGM diagnostics for stock learners on a game with a known payoff.
+            assert ("q_tot_0_0" in metrics) is (env == "matrix_game")
+            continue
+        expected = OUR_STATS | (RND_STATS if "rnd" in alg else set()) | ({"q_tot_0_0"} if env == "matrix_game" else set())
+        assert expected <= metrics, (alg, sorted(expected - metrics))
+        config = json.loads((run_dir / "config.json").read_text())
+        assert config["learner"] == "nonmono_learner" and config["mac"] == "nonmono_mac"
+
+
+def test_per_agent_rewards_stop_at_start_up_with_one_message(host):
+    root, _ = host
+    proc = run_main(root, "--config=nonmono_qmix", "--env-config=matrix_game", "with", "use_cuda=False",
+                    "common_reward=False")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "Traceback" not in out
+    assert out.count("pymarl-nonmono: common_reward=False") == 1
+
+
+def test_uninstall_restores_the_checkout(host, runs):
+    root, pristine = host
+    assert cli.main(["uninstall", str(root)]) == 0
+    shutil.rmtree(root / "results")
+    for cache in list(root.rglob("__pycache__")):
+        shutil.rmtree(cache)
+    assert tree_digest(root) == pristine
