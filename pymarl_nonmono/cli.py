@@ -47,28 +47,29 @@ def _default_path() -> str:
 def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG,
-        description="Install pymarl-nonmono into a PyMARL2 checkout (hijkzzz/pymarl2), undo it, check a setup, "
-                    "run sweeps of PyMARL2 runs and report them.",
+        description="Install pymarl-nonmono into a PyMARL2 checkout (hijkzzz/pymarl2) or an EPyMARL one "
+                    "(uoe-agents/epymarl), undo it, check a setup, run sweeps of PyMARL2 runs and report them.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what is done to stderr")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     path_help = f"PyMARL2 checkout (default: ${ENV_DIR} if set, else the current folder)"
+    host_path_help = f"PyMARL2 or EPyMARL checkout (default: ${ENV_DIR} if set, else the current folder)"
 
     p = sub.add_parser("install", help="patch a PyMARL2 or EPyMARL checkout (original files are kept for uninstall); "
                                        "clones the host first when PATH is missing or empty")
-    p.add_argument("path", nargs="?", metavar="PATH", help=path_help)
+    p.add_argument("path", nargs="?", metavar="PATH", help=host_path_help)
     _add_host_argument(p, "; into a missing or empty PATH: the host to clone, default pymarl2")
     p.add_argument("--source", metavar="URL_OR_PATH",
                    help="where to clone the host from when PATH is missing or empty: a URL, a local clone or a git "
                         "bundle (default: $PYMARL_NONMONO_PYMARL2_SOURCE or $PYMARL_NONMONO_EPYMARL_SOURCE, else "
                         "the host's GitHub repository)")
     p = sub.add_parser("uninstall", help="restore the checkout's original files byte for byte")
-    p.add_argument("path", nargs="?", metavar="PATH", help=path_help)
+    p.add_argument("path", nargs="?", metavar="PATH", help=host_path_help)
     _add_host_argument(p, "")
     p.add_argument("--force", action="store_true", help="restore even files edited after install (the edits are lost)")
     p = sub.add_parser("doctor", help="check the checkout, the plugin and optional software (exit 1 if unusable)")
-    p.add_argument("path", nargs="?", metavar="PATH", help=path_help)
+    p.add_argument("path", nargs="?", metavar="PATH", help=host_path_help)
     _add_host_argument(p, "")
     _add_bench_parser(sub, path_help)
     _add_report_parser(sub, path_help)
