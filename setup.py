@@ -70,6 +70,8 @@ setup(
         "pymarl2.observers": ["nonmono = pymarl_nonmono.tracking.observers:observers"],
         # Read by the plugin hook of EPyMARL's patch 0003.
         "epymarl.plugins": ["nonmono = pymarl_nonmono.hosts.epymarl.plugin:activate"],
+        # Read by the observer hook of EPyMARL's patch 0003: MongoDB when configured.
+        "epymarl.observers": ["nonmono = pymarl_nonmono.tracking.observers:observers"],
     },
     classifiers=[
         "License :: OSI Approved :: Apache Software License",

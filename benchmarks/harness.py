@@ -1,4 +1,4 @@
-"""What the benchmark scripts share: finding PyMARL2, and interleaved timing."""
+"""What the benchmark scripts share: finding the host checkout, and interleaved timing."""
 
 from __future__ import annotations
 
@@ -15,15 +15,23 @@ import torch
 log = logging.getLogger("benchmarks")
 
 
-def setup() -> Optional[Path]:
-    """Configure logging and one torch thread; put ``$PYMARL2_DIR/src`` first on the
-    import path and return it, or log what is missing and return None."""
+# --host NAME -> the variable naming its checkout (a pristine one will do: nothing is patched).
+HOST_DIRS = {"pymarl2": "PYMARL2_DIR", "epymarl": "EPYMARL_DIR"}
+
+
+def setup(host: str = "pymarl2") -> Optional[Path]:
+    """Configure logging and one torch thread; put the ``src`` of the ``host`` checkout named
+    by its variable (:data:`HOST_DIRS`) first on the import path and return it, or log what
+    is missing and return None."""
+    from pymarl_nonmono.hosts.spec import host_named
+
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    host = os.environ.get("PYMARL2_DIR")
-    if not host or not (Path(host) / "src" / "main.py").is_file():
-        log.error("set PYMARL2_DIR to a PyMARL2 checkout (hijkzzz/pymarl2), got %r", host)
+    spec, variable = host_named(host), HOST_DIRS[host]
+    checkout = os.environ.get(variable)
+    if not checkout or not (Path(checkout) / "src" / "main.py").is_file():
+        log.error("set %s to a %s checkout (%s), got %r", variable, spec.title, spec.repo, checkout)
         return None
-    src = Path(host).resolve() / "src"
+    src = Path(checkout).resolve() / "src"
     sys.path.insert(0, str(src))
     torch.set_num_threads(1)
     return src

@@ -1,4 +1,5 @@
-"""One learner update: our three configs against stock PyMARL2 ``qmix`` (nq_learner).
+"""One learner update: our three configs against the host's stock ``qmix`` (PyMARL2's nq_learner,
+or EPyMARL's q_learner with use_rnn=True and standardise_rewards=False, as ours).
 
 Identical synthetic batches shaped like SMAC maps (sizes from SMAC's map table):
 3s5z_vs_3s6z (8 agents, 15 actions, obs 136, state 230; B=32, T=60) and corridor (6
@@ -7,6 +8,7 @@ runs interleaved so machine noise hits all four alike; prints the median time of
 and its ratio to stock measured in the same run. Needs a PyMARL2 checkout (patched or not):
 
     PYMARL2_DIR=/path/to/pymarl2 python benchmarks/learner_step.py [--repeats 9] [--size corridor] [--clock cpu]
+    EPYMARL_DIR=/path/to/epymarl python benchmarks/learner_step.py --host epymarl [same options]
 """
 
 from __future__ import annotations
@@ -21,11 +23,41 @@ from types import SimpleNamespace
 import torch
 import yaml
 
-from harness import CLOCKS, median_times, setup
+from harness import CLOCKS, HOST_DIRS, median_times, setup
 
 log = logging.getLogger("learner_step")
 ROOT = Path(__file__).resolve().parents[1]
 OURS = ("nonmono_qmix", "nonmono_qmix_sarsa", "nonmono_qmix_rnd")
+
+
+@dataclass(frozen=True)
+class HostBench:
+    """What differs between the hosts here: where our YAMLs are, our controller and learner
+    (``module:Class``), and overrides of stock qmix.yaml that make it comparable with ours."""
+
+    our_algs: Path
+    mac: str
+    learner: str
+    stock_overrides: tuple[tuple[str, object], ...] = ()
+
+
+HOSTS = {
+    "pymarl2": HostBench(ROOT / "config" / "algs", "pymarl_nonmono.hosts.pymarl2.controller:NonMonoMAC",
+                         "pymarl_nonmono.hosts.pymarl2.learner:NonMonoLearner"),
+    # EPyMARL's qmix: a GRU agent like ours (its default is a feed-forward one) and raw rewards
+    # (ours does not standardise them; docs/design/epymarl_host.md).
+    "epymarl": HostBench(ROOT / "config" / "hosts" / "epymarl" / "algs",
+                         "pymarl_nonmono.hosts.epymarl.agents:NonMonoMAC",
+                         "pymarl_nonmono.hosts.pymarl_family.learner:NonMonoLearner",
+                         (("use_rnn", True), ("standardise_rewards", False))),
+}
+
+
+def _load(dotted: str):
+    import importlib
+
+    module, _, name = dotted.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 @dataclass(frozen=True)
@@ -51,9 +83,10 @@ def load_yaml(path: Path) -> dict:
         return yaml.safe_load(f)
 
 
-def make_args(src: Path, alg_path: Path, size: Size) -> SimpleNamespace:
+def make_args(src: Path, alg_path: Path, size: Size, overrides: tuple[tuple[str, object], ...] = ()) -> SimpleNamespace:
     cfg = load_yaml(src / "config" / "default.yaml")
     cfg.update(load_yaml(alg_path))
+    cfg.update(overrides)
     cfg.update(
         n_agents=size.n_agents, n_actions=size.n_actions, state_shape=size.state, obs_shape=size.obs,
         episode_limit=size.steps, use_cuda=False, device="cpu", env="sc2", batch_size=size.batch,
@@ -94,12 +127,11 @@ def make_batch(seed: int, size: Size):
     return batch
 
 
-def build_learners(src: Path, size: Size):
+def build_learners(src: Path, size: Size, host: HostBench):
     from controllers import REGISTRY as macs
     from learners import REGISTRY as learners
 
-    from pymarl_nonmono.hosts.pymarl2.controller import NonMonoMAC
-    from pymarl_nonmono.hosts.pymarl2.learner import NonMonoLearner
+    NonMonoMAC, NonMonoLearner = _load(host.mac), _load(host.learner)
 
     class SilentLogger:
         def log_stat(self, *a, **k):
@@ -107,10 +139,10 @@ def build_learners(src: Path, size: Size):
 
     built = {}
     alg_paths = {"qmix (stock)": src / "config" / "algs" / "qmix.yaml"}
-    alg_paths.update({name: ROOT / "config" / "algs" / f"{name}.yaml" for name in OURS})
+    alg_paths.update({name: host.our_algs / f"{name}.yaml" for name in OURS})
     for name, path in alg_paths.items():
         torch.manual_seed(0)
-        args = make_args(src, path, size)
+        args = make_args(src, path, size, () if name in OURS else host.stock_overrides)
         batch = make_batch(0, size)
         if name in OURS:
             mac = NonMonoMAC(batch.scheme, {"agents": size.n_agents}, args)
@@ -124,26 +156,28 @@ def build_learners(src: Path, size: Size):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", choices=sorted(HOSTS), default="pymarl2",
+                        help=f"whose stock qmix and adapter (default: pymarl2; checkouts: {HOST_DIRS})")
     parser.add_argument("--repeats", type=int, default=9, help="timed updates per learner (>= 7)")
     parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
                         help="wall: elapsed time (idle machine); cpu: this thread's CPU time (default: wall)")
     parser.add_argument("--size", choices=sorted(SIZES), action="append",
                         help="batch shape to time (repeatable; default: all)")
     opts = parser.parse_args(argv)
-    src = setup()
+    src = setup(opts.host)
     if src is None:
         return 2
     for size_name in opts.size or SIZES:
         size = SIZES[size_name]
-        learners = build_learners(src, size)
+        learners = build_learners(src, size, HOSTS[opts.host])
         batch = make_batch(1, size)
         calls = {name: (lambda r, learner=learner: learner.train(batch, r, 0))
                  for name, learner in learners.items()}
         repeats = max(7, opts.repeats)
         medians = median_times(calls, repeats, opts.clock)
         stock = medians["qmix (stock)"]
-        log.info("one learner update, %s-sized: B=%d T=%d agents=%d actions=%d, 1 thread, median of %d, %s clock",
-                 size_name, size.batch, size.steps, size.n_agents, size.n_actions, repeats, opts.clock)
+        log.info("one learner update on %s, %s-sized: B=%d T=%d agents=%d actions=%d, 1 thread, median of %d, %s clock",
+                 opts.host, size_name, size.batch, size.steps, size.n_agents, size.n_actions, repeats, opts.clock)
         for name, med in medians.items():
             log.info("%-20s %8.1f ms   %.2fx stock", name, med * 1e3, med / stock)
     return 0

@@ -53,7 +53,6 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what is done to stderr")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    path_help = f"PyMARL2 checkout (default: ${ENV_DIR} if set, else the current folder)"
     host_path_help = f"PyMARL2 or EPyMARL checkout (default: ${ENV_DIR} if set, else the current folder)"
 
     p = sub.add_parser("install", help="patch a PyMARL2 or EPyMARL checkout (original files are kept for uninstall); "
@@ -71,9 +70,9 @@ def _build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("doctor", help="check the checkout, the plugin and optional software (exit 1 if unusable)")
     p.add_argument("path", nargs="?", metavar="PATH", help=host_path_help)
     _add_host_argument(p, "")
-    _add_bench_parser(sub, path_help)
-    _add_report_parser(sub, path_help)
-    _add_export_parser(sub, path_help)
+    _add_bench_parser(sub, host_path_help)
+    _add_report_parser(sub, host_path_help)
+    _add_export_parser(sub, host_path_help)
     from .analysis.dynamics_cli import add_arguments as add_dynamics_arguments
 
     add_dynamics_arguments(sub.add_parser(
@@ -89,18 +88,20 @@ def _add_host_argument(p, more: str) -> None:
 
 def _add_bench_parser(sub, path_help: str) -> None:
     p = sub.add_parser(
-        "bench", help="run a sweep: algorithm configs x env configs x seeds, one PyMARL2 run each (resumable; exit 1 if a run failed)",
-        description="Run every combination as its own PyMARL2 run, tagged sweep_id/sweep_alg/sweep_env in its Sacred "
+        "bench", help="run a sweep: algorithm configs x env configs x seeds, one PyMARL2/EPyMARL run each (resumable; exit 1 if a run failed)",
+        description="Run every combination as its own PyMARL2 or EPyMARL run, tagged sweep_id/sweep_alg/sweep_env in its Sacred "
                     "config. Finished runs of the same sweep are skipped; failed ones are listed with their error. "
                     "The sweep comes from --sweep FILE and/or the options below (a list given here replaces the "
                     "file's; --set adds to it). See docs/benchmarking.md.")
     p.add_argument("path", nargs="?", metavar="PATH", help=path_help)
+    _add_host_argument(p, "")
     p.add_argument("--sweep", metavar="FILE", help="sweep file (YAML: name, algs, envs, seeds, set, mongo_db, workers), or the name of a "
                         "shipped study (config/studies: e.g. matrix_qtran)")
     p.add_argument("--alg", action="append", default=[], metavar="SPEC",
                    help="algorithm config(s): NAME[,NAME...] or 'NAME[:LABEL] KEY=VALUE ...' (repeatable)")
     p.add_argument("--env", action="append", default=[], metavar="SPEC",
-                   help="env config(s), same form; e.g. 'sc2 env_args.map_name=3m' (label: the map name)")
+                   help="env config(s), same form; e.g. 'sc2 env_args.map_name=3m' (label: the map name) or, on "
+                        "EPyMARL, 'gymma env_args.key=lbforaging:Foraging-8x8-2p-3f-v3' (label: the id after ':')")
     p.add_argument("--seeds", metavar="LIST", help="seeds: 1,2,3 or 1-5")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="Sacred override for every run (repeatable)")
     p.add_argument("--name", metavar="ID", help="sweep id (default: the file's name, else derived from the sweep's content)")
@@ -284,6 +285,7 @@ def _bench(args, path: str) -> int:
     from .bench.launch import prepare, record_sweep
     from .bench.runner import COMPLETED, import_submitit, run_local, run_submitit, stop_on_signals
     from .bench.spec import build_sweep
+    from .hosts.spec import host_named
 
     if not (args.sweep or args.alg or args.env):
         raise UsageError(f"bench needs a sweep: --sweep FILE and/or --alg/--env/--seeds (see {PROG} bench --help)")
@@ -292,8 +294,8 @@ def _bench(args, path: str) -> int:
     sweep = build_sweep(args.sweep, algs=args.alg, envs=args.env, seeds=args.seeds, sets=args.set, name=args.name,
                         workers=args.workers)
     workers = sweep.workers or 1
-    prepared = prepare(sweep, path, out_dir=args.out, mongo_url=args.mongo_url, mongo_db=args.mongo_db,
-                       no_mongo=args.no_mongo, workers=workers, timeout_s=args.timeout,
+    prepared = prepare(sweep, path, host_spec=host_named(args.host) if args.host else None, out_dir=args.out,
+                       mongo_url=args.mongo_url, mongo_db=args.mongo_db, no_mongo=args.no_mongo, workers=workers, timeout_s=args.timeout,
                        restart_stale=args.restart_stale)
     plan, ctx = prepared.plan, prepared.ctx
     if args.executor != "local" and not args.dry_run:

@@ -165,12 +165,27 @@ def mongo_url(tmp_path_factory):
         pytest.skip(str(exc))
 
 
+def _installed_copy(pristine: Path, tmp_path_factory, spec) -> Path:
+    """A copy of a pristine host checkout with our patches installed (and results/ of its own)."""
+    from pymarl_nonmono.hosts.install import install
+
+    root = tmp_path_factory.mktemp("host") / spec.name
+    shutil.copytree(pristine, root, symlinks=True, ignore=shutil.ignore_patterns(".git", "__pycache__", "results"))
+    install(root, spec)
+    return root
+
+
 @pytest.fixture(scope="module")
 def pymarl2_host(pymarl2_pristine, tmp_path_factory):
     """An installed copy of the pristine PyMARL2 (with results/ of its own)."""
-    from pymarl_nonmono.hosts.pymarl2.install import install
+    from pymarl_nonmono.hosts.spec import PYMARL2
 
-    root = tmp_path_factory.mktemp("host") / "pymarl2"
-    shutil.copytree(pymarl2_pristine, root, symlinks=True, ignore=shutil.ignore_patterns(".git", "__pycache__", "results"))
-    install(root)
-    return root
+    return _installed_copy(pymarl2_pristine, tmp_path_factory, PYMARL2)
+
+
+@pytest.fixture(scope="module")
+def epymarl_host(epymarl_pristine, tmp_path_factory):
+    """An installed copy of the pristine EPyMARL (with results/ of its own)."""
+    from pymarl_nonmono.hosts.spec import EPYMARL
+
+    return _installed_copy(epymarl_pristine, tmp_path_factory, EPYMARL)

@@ -10,15 +10,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from ..hosts.pymarl2.doctor import OK, host_checks, plugin_check
-from ..hosts.pymarl2.install import InstallError, check_checkout
+from ..hosts.doctor import OK
+from ..hosts.install import InstallError, check_checkout, detect_host
+from ..hosts.spec import HostSpec
 from ..tracking.urls import MONGO_URL_ENV, MongoTarget, MongoURLError, describe_error, resolve
 from .runner import Context, Plan, plan, write_state
 from .spec import RunSpec, Sweep, SweepError, check_against_host
 
 log = logging.getLogger(__name__)
 
-OBSERVER_GROUP = "pymarl2.observers"
 SWEEPS_DIR = Path("results") / "sweeps"
 
 
@@ -26,6 +26,7 @@ SWEEPS_DIR = Path("results") / "sweeps"
 class Prepared:
     sweep: Sweep
     host: Path
+    spec: HostSpec                 # which host ``host`` is a checkout of
     ctx: Context
     target: Optional[MongoTarget]
     env_extra: dict
@@ -33,22 +34,25 @@ class Prepared:
     plan: Plan
 
 
-def _observer_entry_point() -> bool:
+def _observer_entry_point(group: str) -> bool:
     from importlib.metadata import entry_points
 
-    return any(True for _ in entry_points(group=OBSERVER_GROUP))
+    return any(True for _ in entry_points(group=group))
 
 
-def check_host(path: str | os.PathLike) -> Path:
-    """The checkout, installed with every patch and our plugin visible; else :class:`SweepError`."""
+def check_host(path: str | os.PathLike, host: Optional[HostSpec] = None) -> tuple[Path, HostSpec]:
+    """The checkout and its host (``host``, else recognised from its files), installed with
+    every patch and our plugin visible; else :class:`SweepError`."""
     try:
-        root = check_checkout(path)
+        spec = host or detect_host(path)
+        root = check_checkout(path, spec)
     except InstallError as exc:
         raise SweepError(str(exc)) from None
-    for check in host_checks(root) + [plugin_check()]:
+    doctor = spec.adapter_module("doctor")
+    for check in doctor.host_checks(root) + [doctor.plugin_check()]:
         if check.status != OK:
             raise SweepError(f"{check.name}: {check.detail}" + (f"; fix: {check.fix}" if check.fix else ""))
-    return root
+    return root, spec
 
 
 def mongo_target(sweep: Sweep, url: Optional[str], db: Optional[str], off: bool,
@@ -87,16 +91,17 @@ def ping_target(target: MongoTarget, timeout_ms: int = 3000) -> None:
         client.close()
 
 
-def prepare(sweep: Sweep, host_path: str | os.PathLike, *, out_dir: Optional[str] = None,
+def prepare(sweep: Sweep, host_path: str | os.PathLike, *, host_spec: Optional[HostSpec] = None,
+            out_dir: Optional[str] = None,
             mongo_url: Optional[str] = None, mongo_db: Optional[str] = None, no_mongo: bool = False,
             workers: int = 1, timeout_s: Optional[float] = None, python: Optional[str] = None,
             restart_stale: bool = False, ping: bool = True) -> Prepared:
-    host = check_host(host_path)
-    check_against_host(sweep, host)
+    host, spec = check_host(host_path, host_spec)
+    check_against_host(sweep, host, spec)
     target = mongo_target(sweep, mongo_url, mongo_db, no_mongo)
     if target is not None:
-        if not _observer_entry_point():
-            raise SweepError(f"no entry point in group {OBSERVER_GROUP!r}: this pymarl-nonmono installation cannot "
+        if not _observer_entry_point(spec.observer_group):
+            raise SweepError(f"no entry point in group {spec.observer_group!r}: this pymarl-nonmono installation cannot "
                              f"record to MongoDB; reinstall it (pip install -e <source> or pip install pymarl-nonmono)")
         if ping:
             ping_target(target)
@@ -107,13 +112,13 @@ def prepare(sweep: Sweep, host_path: str | os.PathLike, *, out_dir: Optional[str
                   threads=threads)
     runs = sweep.runs()
     env_extra = {MONGO_URL_ENV: target.url} if target else {}
-    return Prepared(sweep, host, ctx, target, env_extra, runs, plan(runs, ctx, restart_stale))
+    return Prepared(sweep, host, spec, ctx, target, env_extra, runs, plan(runs, ctx, restart_stale))
 
 
 def record_sweep(prepared: Prepared) -> Path:
     """Write ``sweep.json`` (the resolved sweep, the URL masked) into the sweep folder."""
     data = prepared.sweep.to_dict()
-    data.update(host=str(prepared.host), runs=len(prepared.runs), written=_dt.datetime.now().isoformat(timespec="seconds"),
+    data.update(host=str(prepared.host), host_name=prepared.spec.name, runs=len(prepared.runs), written=_dt.datetime.now().isoformat(timespec="seconds"),
                 mongo=(f"{prepared.target.shown} database {prepared.target.db}" if prepared.target else None))
     path = Path(prepared.ctx.sweep_dir) / "sweep.json"
     write_state(path, data)

@@ -33,6 +33,7 @@ from typing import Iterable, Mapping, Optional, Sequence
 import numpy as np
 
 from . import MissingDependency, stats
+from .spec import ENV_LABEL_KEYS, env_label
 
 log = logging.getLogger(__name__)
 
@@ -103,9 +104,19 @@ class RunRecord:
         return float(values[int(np.argmax(steps))])
 
 
+def _task(config: Mapping) -> Optional[str]:
+    """The label a sweep gives a run's environment by default (spec.ENV_LABEL_KEYS), from its config."""
+    for dotted in ENV_LABEL_KEYS:
+        value = config
+        for part in dotted.split("."):
+            value = value.get(part) if isinstance(value, Mapping) else None
+        if value not in (None, ""):
+            return env_label(value)
+    return None
+
+
 def _labels(config: Mapping) -> tuple[str, str, Optional[int], str]:
-    env_args = config.get("env_args") or {}
-    env = config.get("sweep_env") or env_args.get("map_name") or config.get("env") or "?"
+    env = config.get("sweep_env") or _task(config) or config.get("env") or "?"
     alg = config.get("sweep_alg") or config.get("name") or "?"
     seed = config.get("seed")
     return str(alg), str(env), seed if isinstance(seed, int) else None, str(config.get("sweep_id") or "")

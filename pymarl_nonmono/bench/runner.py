@@ -1,4 +1,4 @@
-"""Running a sweep's PyMARL2 runs: one subprocess each, locally or as submitit jobs.
+"""Running a sweep's host runs (PyMARL2 or EPyMARL): one subprocess each, locally or as submitit jobs.
 
 Each run's state lives in ``<sweep dir>/runs/<key>.json`` and its output in
 ``<sweep dir>/logs/<key>.log``; :func:`run_one` writes both, wherever it executes (a local
@@ -46,7 +46,7 @@ def _now() -> str:
 class Context:
     """What every run of a sweep shares; picklable, and holds no secret."""
 
-    host: str                      # the PyMARL2 checkout
+    host: str                      # the host checkout (PyMARL2 or EPyMARL)
     sweep_dir: str
     python: str = sys.executable
     mongo_db: Optional[str] = None
@@ -260,7 +260,7 @@ def _signal_group(proc: subprocess.Popen, sig: int) -> None:
 
 def run_one(run: RunSpec, ctx: Context, env_extra: Optional[Mapping[str, str]] = None,
             processes: Optional[_Processes] = None, job_id: Optional[str] = None) -> dict:
-    """Run one PyMARL2 run to its end; write and return its state."""
+    """Run one host run to its end; write and return its state."""
     state_path, log_path = ctx.state_path(run), ctx.log_path(run)
     command = ctx.command(run)
     state = {

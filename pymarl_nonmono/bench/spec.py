@@ -1,4 +1,5 @@
-"""A sweep: algorithm configs x environment configs x seeds, each one PyMARL2 run.
+"""A sweep: algorithm configs x environment configs x seeds, each one run of the host
+(PyMARL2 or EPyMARL: the same ``src/main.py --config= --env-config= with ...`` command).
 
 A sweep comes from a small YAML file, command-line arguments, or both (a list given on
 the command line replaces the file's; ``--set`` adds to the file's ``set``). Everything
@@ -17,6 +18,8 @@ File format (docs/benchmarking.md)::
       - one_step_matrix_game
       - config: sc2
         set: {env_args.map_name: 3s5z_vs_3s6z}    # label defaults to the map name
+      - config: gymma                # EPyMARL: label defaults to the key without "lbforaging:"
+        set: {env_args.key: "lbforaging:Foraging-8x8-2p-3f-v3"}
     seeds: [1, 2, 3]                 # or "1-3"
     set: {t_max: 300, use_cuda: false}            # Sacred `with` overrides for every run
     mongo_db: pymarl                 # optional; the URL: --mongo-url or $PYMARL_NONMONO_MONGO_URL
@@ -38,7 +41,9 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import yaml
 
-__all__ = ["Entry", "RunSpec", "Sweep", "SweepError", "config_folders", "format_value", "parse_entry",
+from ..hosts.spec import HostSpec
+
+__all__ = ["Entry", "RunSpec", "Sweep", "SweepError", "config_folders", "env_label", "format_value", "parse_entry",
            "parse_seeds", "load_sweep_file", "build_sweep", "shipped_sweeps", "resolve_sweep_path"]
 
 # Keys the sweep sets itself on every run; an override of them would break finding runs again.
@@ -46,6 +51,9 @@ TAG_KEYS = ("seed", "sweep_id", "sweep_alg", "sweep_env", "mongo_url", "mongo_db
 FILE_KEYS = ("name", "algs", "envs", "seeds", "set", "mongo_db", "mongo_url", "workers")
 _LABEL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+=-]*")
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
+# What names an environment's task when no label is given, first found wins: the map or
+# preset (PyMARL2, and EPyMARL's sc2/smaclite/our envs), else the Gymnasium id of EPyMARL's gymma.
+ENV_LABEL_KEYS = ("env_args.map_name", "env_args.key")
 
 
 class SweepError(ValueError):
@@ -112,11 +120,18 @@ class Entry:
         return {"config": self.config, "label": self.label, "set": dict(self.overrides)}
 
 
+def env_label(value: Any) -> str:
+    """A map name or Gymnasium id as a label: ``lbforaging:Foraging-8x8-2p-3f-v3`` ->
+    ``Foraging-8x8-2p-3f-v3`` (the ``module:`` prefix only says what to import, and labels have no ':')."""
+    return str(value).strip("'\"").rpartition(":")[2]
+
+
 def _default_label(config: str, overrides: Sequence[tuple[str, str]], kind: str) -> str:
     if kind == "env":
-        for key, value in overrides:
-            if key == "env_args.map_name":
-                return value.strip("'\"")
+        given = dict(overrides)
+        for key in ENV_LABEL_KEYS:
+            if given.get(key) not in (None, "", "None"):
+                return env_label(given[key])
     return config
 
 
@@ -194,7 +209,7 @@ def parse_seeds(value: Any, where: str) -> tuple[int, ...]:
 
 @dataclass(frozen=True)
 class RunSpec:
-    """One PyMARL2 run of a sweep."""
+    """One host run of a sweep."""
 
     sweep_id: str
     alg: Entry
@@ -357,15 +372,20 @@ def build_sweep(file: Optional[str | Path] = None, *, algs: Sequence[str] = (), 
 # --------------------------------------------------------------------------- host checks
 
 
-def config_folders(host_root: Path) -> dict[str, list[Path]]:
-    """Where ``--config`` / ``--env-config`` names are looked up: the host's, then ours."""
-    ours = _our_configs()
+def our_host_configs(host: HostSpec) -> Path:
+    """Our configs for ``host``: the folder its plugin adds to the config search path."""
+    return _our_configs().joinpath(*host.config_root)
+
+
+def config_folders(host_root: Path, host: HostSpec) -> dict[str, list[Path]]:
+    """Where ``--config`` / ``--env-config`` names are looked up: the host's, then ours for it."""
+    ours = our_host_configs(host)
     return {kind: [host_root / "src" / "config" / kind, ours / kind] for kind in ("algs", "envs")}
 
 
-def check_against_host(sweep: Sweep, host_root: Path) -> None:
+def check_against_host(sweep: Sweep, host_root: Path, host: HostSpec) -> None:
     """Config names exist, and every overridden key is one some config of the host or ours has."""
-    folders = config_folders(host_root)
+    folders = config_folders(host_root, host)
     problems = []
     for kind, what, entries in (("algs", "algorithm", sweep.algs), ("envs", "environment", sweep.envs)):
         known = sorted({p.stem for folder in folders[kind] if folder.is_dir() for p in folder.glob("*.yaml")})
@@ -378,7 +398,7 @@ def check_against_host(sweep: Sweep, host_root: Path) -> None:
     if problems:
         raise SweepError("; ".join(problems))
     keys = {"seed"} | set(TAG_KEYS)
-    roots = [host_root / "src" / "config", _our_configs()]
+    roots = [host_root / "src" / "config", our_host_configs(host)]
     for root in roots:
         for path in root.rglob("*.yaml"):
             keys |= _yaml_keys(path)

@@ -7,6 +7,7 @@ Importing this module imports no host.
 
 from __future__ import annotations
 
+import importlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ class HostSpec:
     observer_group: str  # entry-point group its patched main.py loads Sacred observers from
     source_env: str  # variable naming a URL, clone or bundle to clone from instead of url
     adapter: str  # package with its install/doctor modules (host-specific checks)
+    config_root: tuple[str, ...]  # folder of our configs for it (algs/, envs/, default.yaml) in pymarl_nonmono.config
 
     @property
     def repo(self) -> str:
@@ -36,6 +38,10 @@ class HostSpec:
     def pinned(self) -> str:
         """E.g. ``hijkzzz/pymarl2 commit 8ccac7c``: what the patches were made against."""
         return f"{self.repo} commit {self.commit[:7]}"
+
+    def adapter_module(self, name: str):
+        """The adapter's ``install`` or ``doctor`` module (imports our adapter, not the host)."""
+        return importlib.import_module(f"{self.adapter}.{name}")
 
 
 PYMARL2 = HostSpec(
@@ -50,6 +56,7 @@ PYMARL2 = HostSpec(
     observer_group="pymarl2.observers",
     source_env="PYMARL_NONMONO_PYMARL2_SOURCE",
     adapter="pymarl_nonmono.hosts.pymarl2",
+    config_root=(),
 )
 
 EPYMARL = HostSpec(
@@ -64,6 +71,7 @@ EPYMARL = HostSpec(
     observer_group="epymarl.observers",
     source_env="PYMARL_NONMONO_EPYMARL_SOURCE",
     adapter="pymarl_nonmono.hosts.epymarl",
+    config_root=("hosts", "epymarl"),
 )
 
 # --host NAME -> host; the order is the order messages list them in.

@@ -19,6 +19,7 @@ from pymarl_nonmono.bench.runner import (
     write_state,
 )
 from pymarl_nonmono.bench.spec import build_sweep
+from pymarl_nonmono.hosts.spec import PYMARL2
 
 SECRET_URL = "mongodb://alice:s3cr3t-pw@127.0.0.1:1/"
 
@@ -129,7 +130,7 @@ def test_submitit_local_executor_path(fake_host, tmp_path, monkeypatch):
 @pytest.fixture
 def cli_host(fake_host, monkeypatch):
     # The stand-in has no patches to check; everything after the host check is real.
-    monkeypatch.setattr(launch, "check_host", lambda path: fake_host)
+    monkeypatch.setattr(launch, "check_host", lambda path, host=None: (fake_host, host or PYMARL2))
     monkeypatch.delenv("PYMARL_NONMONO_MONGO_URL", raising=False)
     return fake_host
 
@@ -218,7 +219,8 @@ import sys
 from pathlib import Path
 from pymarl_nonmono import cli
 from pymarl_nonmono.bench import launch
-launch.check_host = Path  # the stand-in has no patches to check, as in cli_host
+from pymarl_nonmono.hosts.spec import PYMARL2
+launch.check_host = lambda path, host=None: (Path(path), PYMARL2)  # the stand-in has no patches to check, as in cli_host
 sys.exit(cli.main(sys.argv[1:]))
 """
 

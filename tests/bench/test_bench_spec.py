@@ -8,6 +8,7 @@ from pymarl_nonmono.bench.spec import (
     SweepError, build_sweep, check_against_host, format_value, parse_entry, parse_seeds, resolve_sweep_path,
     shipped_sweeps,
 )
+from pymarl_nonmono.hosts.spec import PYMARL2
 
 SWEEP_YAML = """
 name: matrix-smoke
@@ -141,24 +142,24 @@ def test_parse_helpers():
 
 def test_names_and_keys_checked_against_the_host(fake_host):
     sweep = build_sweep(algs=["qmix", "nonmono_qmix"], envs=["one_step_matrix_game"], seeds="1", sets=["t_max=5"])
-    check_against_host(sweep, fake_host)  # nonmono_qmix is ours, qmix the host's
+    check_against_host(sweep, fake_host, PYMARL2)  # nonmono_qmix is ours, qmix the host's
     with pytest.raises(SweepError) as info:
-        check_against_host(build_sweep(algs=["qmx", "nonmono_qmx"], envs=["one_step_matrix_gam"], seeds="1"), fake_host)
+        check_against_host(build_sweep(algs=["qmx", "nonmono_qmx"], envs=["one_step_matrix_gam"], seeds="1"), fake_host, PYMARL2)
     message = str(info.value)
     assert "unknown algorithm config(s) 'qmx' (did you mean 'qmix'?), 'nonmono_qmx' (did you mean 'nonmono_qmix'?)" in message
     assert "unknown environment config(s) 'one_step_matrix_gam'" in message
     assert str(fake_host / "src" / "config" / "algs") in message
     with pytest.raises(SweepError, match="'t_maxx' \\(--set/set\\), did you mean 't_max'"):
-        check_against_host(build_sweep(algs=["qmix"], envs=["sc2"], seeds="1", sets=["t_maxx=5"]), fake_host)
+        check_against_host(build_sweep(algs=["qmix"], envs=["sc2"], seeds="1", sets=["t_maxx=5"]), fake_host, PYMARL2)
     with pytest.raises(SweepError, match="'td_lamda' \\(qmix\\)"):
-        check_against_host(build_sweep(algs=["qmix td_lamda=0.5"], envs=["sc2"], seeds="1"), fake_host)
+        check_against_host(build_sweep(algs=["qmix td_lamda=0.5"], envs=["sc2"], seeds="1"), fake_host, PYMARL2)
     check_against_host(build_sweep(algs=["nonmono_qmix td_lambda=0.5"], envs=["sc2 env_args.map_name=8m"], seeds="1"),
-                       fake_host)
+                       fake_host, PYMARL2)
     # A key some config has, but not the configs of this run: Sacred would refuse it at start.
     with pytest.raises(SweepError, match="Sacred would refuse key\\(s\\) .*'rnd_beta_start' for qmix on sc2; "
                                          "set such keys on the algorithms that have them"):
         check_against_host(build_sweep(algs=["qmix", "nonmono_qmix"], envs=["sc2"], seeds="1",
-                                       sets=["rnd_beta_start=0.2"]), fake_host)
+                                       sets=["rnd_beta_start=0.2"]), fake_host, PYMARL2)
 
 
 def test_shipped_studies_resolve_by_name_and_build():
@@ -182,7 +183,7 @@ def test_a_bare_name_that_is_neither_file_nor_study_lists_the_studies(tmp_path, 
 @pytest.mark.integration
 def test_shipped_studies_name_configs_and_keys_the_host_knows(pymarl2_pristine):
     for name in shipped_sweeps():
-        check_against_host(build_sweep(name), pymarl2_pristine)
+        check_against_host(build_sweep(name), pymarl2_pristine, PYMARL2)
 
 
 def test_matrix_study_sets_what_the_shipped_matrix_config_says():

@@ -17,11 +17,12 @@ from pathlib import Path
 from ...errors import ConfigError
 from ..pymarl_family import preflight
 from ..pymarl_family.registration import LEARNER, MAC, SELECTOR, register_learning
+from ..spec import EPYMARL
 from .settings import SETTINGS_CLASSES, TeamRewardSettings
 
 log = logging.getLogger(__name__)
 
-CONFIG_ROOT = ("hosts", "epymarl")  # inside the data package pymarl_nonmono.config
+CONFIG_ROOT = EPYMARL.config_root  # inside the data package pymarl_nonmono.config
 # Not "smaclite": EPyMARL has its own env and config of that name.
 ENVS = ("matrix_game", "grf")
 
@@ -66,7 +67,7 @@ def check_command_line(config: dict, updates: list[str]) -> None:
         if final.get("env") in ENVS:
             _team_reward(final)
         preflight.check_config(final, preflight.host_config_dir(), [config_root()],
-                               settings_classes=SETTINGS_CLASSES, runtime_keys=set())
+                               settings_classes=SETTINGS_CLASSES, runtime_keys=preflight.SACRED_KEYS)
     except ConfigError as exc:
         raise SystemExit(f"pymarl-nonmono: {exc}") from None
 
