@@ -24,6 +24,7 @@ File format (docs/benchmarking.md)::
     set: {t_max: 300, use_cuda: false}            # Sacred `with` overrides for every run
     mongo_db: pymarl                 # optional; the URL: --mongo-url or $PYMARL_NONMONO_MONGO_URL
     workers: 2                       # optional; --workers wins
+    host: epymarl                    # optional: the only host the sweep may run on (pymarl2 | epymarl)
 """
 
 from __future__ import annotations
@@ -41,14 +42,14 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import yaml
 
-from ..hosts.spec import HostSpec
+from ..hosts.spec import HOSTS, HostSpec
 
 __all__ = ["Entry", "RunSpec", "Sweep", "SweepError", "config_folders", "env_label", "format_value", "parse_entry",
            "parse_seeds", "load_sweep_file", "build_sweep", "shipped_sweeps", "resolve_sweep_path"]
 
 # Keys the sweep sets itself on every run; an override of them would break finding runs again.
 TAG_KEYS = ("seed", "sweep_id", "sweep_alg", "sweep_env", "mongo_url", "mongo_db")
-FILE_KEYS = ("name", "algs", "envs", "seeds", "set", "mongo_db", "mongo_url", "workers")
+FILE_KEYS = ("name", "algs", "envs", "seeds", "set", "mongo_db", "mongo_url", "workers", "host")
 _LABEL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+=-]*")
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
 # What names an environment's task when no label is given, first found wins: the map or
@@ -252,6 +253,7 @@ class Sweep:
     workers: Optional[int] = None
     named: bool = False               # the name was given, not derived
     source: Optional[str] = None      # the file it came from
+    host: Optional[str] = None        # the host its configs are written for; None: any
 
     def runs(self) -> list[RunSpec]:
         # Seed-major order: the first results to arrive cover every algorithm and env.
@@ -365,8 +367,11 @@ def build_sweep(file: Optional[str | Path] = None, *, algs: Sequence[str] = (), 
     for key in ("mongo_url", "mongo_db"):
         if data.get(key) is not None and not isinstance(data[key], str):
             raise SweepError(f"{where}: {key} must be a string")
+    host = data.get("host")
+    if host is not None and host not in HOSTS:
+        raise SweepError(f"{where}: host must be one of {', '.join(HOSTS)}, got {host!r}")
     return Sweep(sweep_name, alg_entries, env_entries, seed_list, common, data.get("mongo_url"), data.get("mongo_db"),
-                 workers or file_workers, named, str(file) if file else None)
+                 workers or file_workers, named, str(file) if file else None, host)
 
 
 # --------------------------------------------------------------------------- host checks
@@ -384,7 +389,11 @@ def config_folders(host_root: Path, host: HostSpec) -> dict[str, list[Path]]:
 
 
 def check_against_host(sweep: Sweep, host_root: Path, host: HostSpec) -> None:
-    """Config names exist, and every overridden key is one some config of the host or ours has."""
+    """The sweep is for this host (its ``host:``, if any), config names exist, and every
+    overridden key is one some config of the host or ours has."""
+    if sweep.host is not None and sweep.host != host.name:
+        raise SweepError(f"sweep {sweep.name!r} is written for {HOSTS[sweep.host].title} (its 'host: {sweep.host}'), "
+                         f"but {host_root} is {host.title}: run it in {HOSTS[sweep.host].title} checkout")
     folders = config_folders(host_root, host)
     problems = []
     for kind, what, entries in (("algs", "algorithm", sweep.algs), ("envs", "environment", sweep.envs)):

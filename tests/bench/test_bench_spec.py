@@ -8,7 +8,7 @@ from pymarl_nonmono.bench.spec import (
     SweepError, build_sweep, check_against_host, format_value, parse_entry, parse_seeds, resolve_sweep_path,
     shipped_sweeps,
 )
-from pymarl_nonmono.hosts.spec import PYMARL2
+from pymarl_nonmono.hosts.spec import EPYMARL, HOSTS, PYMARL2
 
 SWEEP_YAML = """
 name: matrix-smoke
@@ -181,9 +181,26 @@ def test_a_bare_name_that_is_neither_file_nor_study_lists_the_studies(tmp_path, 
 
 
 @pytest.mark.integration
-def test_shipped_studies_name_configs_and_keys_the_host_knows(pymarl2_pristine):
+def test_shipped_studies_name_configs_and_keys_the_host_knows(pymarl2_pristine, epymarl_pristine):
+    # Each study against the host it is written for ('host:', PyMARL2 when absent).
+    pristine = {PYMARL2.name: pymarl2_pristine, EPYMARL.name: epymarl_pristine}
+    hosts = set()
     for name in shipped_sweeps():
-        check_against_host(build_sweep(name), pymarl2_pristine, PYMARL2)
+        sweep = build_sweep(name)
+        spec = HOSTS[sweep.host or PYMARL2.name]
+        check_against_host(sweep, pristine[spec.name], spec)
+        hosts.add(spec.name)
+    assert hosts == {PYMARL2.name, EPYMARL.name}
+
+
+def test_a_sweep_written_for_one_host_is_refused_on_the_other(tmp_path, fake_host):
+    path = tmp_path / "lbf.yaml"
+    path.write_text("name: lbf\nhost: epymarl\nalgs: [qmix]\nenvs: [gymma]\nseeds: '1'\n")
+    with pytest.raises(SweepError, match="written for EPyMARL .*'host: epymarl'.* is PyMARL2"):
+        check_against_host(build_sweep(path), fake_host, PYMARL2)
+    path.write_text("name: lbf\nhost: epymrl\nalgs: [qmix]\nenvs: [gymma]\nseeds: '1'\n")
+    with pytest.raises(SweepError, match="host must be one of pymarl2, epymarl, got 'epymrl'"):
+        build_sweep(path)
 
 
 def test_matrix_study_sets_what_the_shipped_matrix_config_says():
