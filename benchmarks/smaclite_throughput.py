@@ -110,6 +110,11 @@ def main_thread_shares(raw: str) -> Counter:
         m = re.match(r"^thread \((\d+)\)(?:: [^;]*)?;?(.*)$", head)
         if not m or m.group(1) != main_tid:
             continue
+        if not count.isdigit():
+            # --nonblocking reads the process's memory while it runs: now and then a stack
+            # comes out garbled. Those samples are dropped, and counted.
+            counts["unreadable"] += 1
+            continue
         counts[classify(m.group(2).split(";") if m.group(2) else [])] += int(count)
     return counts
 
@@ -127,7 +132,10 @@ def run_one(src: Path, alg: str, map_name: str, runner: str, steps: int, workdir
     wall = time.perf_counter() - start
     if proc.returncode != 0 or not raw.is_file():
         raise RuntimeError(f"{alg} on {map_name} ({runner}) failed, exit {proc.returncode}:\n{proc.stdout[-3000:]}")
-    counts = main_thread_shares(raw.read_text())
+    counts = main_thread_shares(raw.read_text(errors="replace"))
+    unreadable = counts.pop("unreadable", 0)
+    if unreadable:
+        log.warning("%s on %s (%s): %d garbled py-spy stacks dropped", alg, map_name, runner, unreadable)
     total = sum(counts.values())
     if total == 0:
         raise RuntimeError(f"py-spy recorded no main-thread samples in {raw}")

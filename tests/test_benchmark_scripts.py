@@ -28,6 +28,12 @@ def test_main_thread_samples_are_split_into_learner_controller_env_and_other():
     assert counts == {"env": 50, "controller": 7, "learner": 23, "other": 10}
 
 
+def test_a_garbled_stack_is_counted_apart_and_not_parsed():
+    garbled = RAW + "thread (11): MainThread;<module> (main.py:40);x (\x00\x03:1) (\u9b00\x00\x05\x00\n"
+    counts = throughput.main_thread_shares(garbled)
+    assert counts == {"env": 50, "controller": 7, "learner": 23, "other": 10, "unreadable": 1}
+
+
 def test_a_train_function_outside_a_learner_is_not_learner_time():
     stack = ["<module> (main.py:1)", "Trainer.train (/somewhere/else.py:3)"]
     assert throughput.classify(stack) == "other"
