@@ -110,10 +110,30 @@ def test_per_agent_rewards_stop_at_start_up_with_one_message(host):
     assert out.count("pymarl-nonmono: common_reward=False") == 1
 
 
+HAVE_GFOOTBALL = importlib.util.find_spec("gfootball") is not None
+
+
+@pytest.mark.skipif(not HAVE_GFOOTBALL, reason="gfootball not installed: see docs/football.md (CI installs it)")
+def test_our_football_env_trains_in_epymarl(host):
+    # Our grf env through EPyMARL's env protocol, with the env config we ship for PyMARL2
+    # (config/hosts/epymarl/envs links to it), RND on the state as in the paper's GRF runs.
+    root, _ = host
+    proc = run_main(root, "--config=nonmono_qmix_rnd", "--env-config=grf_academy_3_vs_1_with_keeper", "with",
+                    *SHORT, "env_args.time_limit=50", "t_max=400", "test_interval=200", "log_interval=200",
+                    "runner_log_interval=200", "learner_log_interval=200", "target_update_interval=5")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (run_json,) = (root / "results" / "sacred" / "nonmono_qmix_rnd" / "academy_3_vs_1_with_keeper").glob("*/run.json")
+    assert json.loads(run_json.read_text())["status"] == "COMPLETED"
+    metrics = json.loads((run_json.parent / "metrics.json").read_text())
+    assert {"loss_td", "rnd_reward_mean", "test_return_mean"} <= set(metrics)
+
+
 def test_uninstall_restores_the_checkout(host, runs):
+    # Last in this file: the tests above need the installed checkout.
     root, pristine = host
     assert cli.main(["uninstall", str(root)]) == 0
     shutil.rmtree(root / "results")
     for cache in list(root.rglob("__pycache__")):
         shutil.rmtree(cache)
     assert tree_digest(root) == pristine
+
