@@ -379,7 +379,7 @@ def build_sweep(file: Optional[str | Path] = None, *, algs: Sequence[str] = (), 
 
 def our_host_configs(host: HostSpec) -> Path:
     """Our configs for ``host``: the folder its plugin adds to the config search path."""
-    return _our_configs().joinpath(*host.config_root)
+    return host.our_configs()
 
 
 def config_folders(host_root: Path, host: HostSpec) -> dict[str, list[Path]]:

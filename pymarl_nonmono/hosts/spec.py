@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import os
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Optional
 
@@ -28,6 +29,10 @@ class HostSpec:
     source_env: str  # variable naming a URL, clone or bundle to clone from instead of url
     adapter: str  # package with its install/doctor modules (host-specific checks)
     config_root: tuple[str, ...]  # folder of our configs for it (algs/, envs/, default.yaml) in pymarl_nonmono.config
+
+    def our_configs(self) -> Path:
+        """Our configs for this host: the folder its plugin adds to the config search path."""
+        return Path(str(resources.files("pymarl_nonmono.config").joinpath(*self.config_root)))
 
     @property
     def repo(self) -> str:

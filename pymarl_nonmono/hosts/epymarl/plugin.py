@@ -11,7 +11,6 @@ reference to ``run``, so, unlike on PyMARL2, every start-up check happens here.
 from __future__ import annotations
 
 import logging
-from importlib import resources
 from pathlib import Path
 
 from ...errors import ConfigError
@@ -22,13 +21,12 @@ from .settings import SETTINGS_CLASSES, TeamRewardSettings
 
 log = logging.getLogger(__name__)
 
-CONFIG_ROOT = EPYMARL.config_root  # inside the data package pymarl_nonmono.config
 # Not "smaclite": EPyMARL has its own env and config of that name.
 ENVS = ("matrix_game", "grf")
 
 
 def config_root() -> Path:
-    return Path(str(resources.files("pymarl_nonmono.config").joinpath(*CONFIG_ROOT)))
+    return EPYMARL.our_configs()
 
 
 def activate() -> list[str]:
@@ -57,11 +55,7 @@ def _team_reward(config) -> None:
 def check_command_line(config: dict, updates: list[str]) -> None:
     """Stop at once, in one line, on a ``with`` key no config of the run has (every algorithm),
     and on a config our learner, controller or envs cannot run."""
-    try:
-        preflight.check_with_updates(config, updates)
-    except ConfigError as exc:
-        raise SystemExit(f"pymarl-nonmono: {exc}; `with` takes the keys of default.yaml and of the "
-                         f"--config and --env-config YAMLs") from None
+    preflight.stop_on_unknown_with_keys(config, updates)
     final = preflight.with_updates(config, updates)
     try:
         if final.get("env") in ENVS:

@@ -10,20 +10,20 @@ from __future__ import annotations
 
 import functools
 import logging
-from importlib import resources
 from pathlib import Path
 
 from ...errors import ConfigError
-from ..pymarl_family.preflight import host_config_dir
+from ..pymarl_family.preflight import host_config_dir, stop_on_unknown_with_keys
 from ..pymarl_family.registration import LEARNER, MAC, SELECTOR, register_learning
-from .preflight import PreflightError, check_config, check_environment, check_with_updates
+from ..spec import PYMARL2
+from .preflight import PreflightError, check_config, check_environment
 
 log = logging.getLogger(__name__)
 
 
 
 def config_root() -> Path:
-    return Path(str(resources.files("pymarl_nonmono.config")))
+    return PYMARL2.our_configs()
 
 
 def _with_preflight(run_fn):
@@ -76,11 +76,7 @@ def check_command_line(config: dict, updates: list[str]) -> None:
     Sacred would refuse it too, but as a ConfigAddedError without saying what was meant;
     this holds for every algorithm, stock ones included.
     """
-    try:
-        check_with_updates(config, updates)
-    except ConfigError as exc:
-        raise SystemExit(f"pymarl-nonmono: {exc}; `with` takes the keys of default.yaml and of the "
-                         f"--config and --env-config YAMLs") from None
+    stop_on_unknown_with_keys(config, updates)
 
 
 # The attribute patch 0003's main.py looks for on a loaded plugin.

@@ -139,3 +139,13 @@ def _copy(config: Mapping) -> dict:
 def check_with_updates(config: Mapping, updates: Sequence[str]) -> None:
     """Refuse ``with`` keys that the merged YAML config lacks: Sacred would refuse them too."""
     check_known_keys("config", update_paths(updates), _dotted_paths(config) | SACRED_KEYS)
+
+
+def stop_on_unknown_with_keys(config: Mapping, updates: Sequence[str]) -> None:
+    """:func:`check_with_updates` for a plugin's ``check_config``: a bad key stops ``main.py``
+    with one line (Sacred would raise a ConfigAddedError without saying what was meant)."""
+    try:
+        check_with_updates(config, updates)
+    except ConfigError as exc:
+        raise SystemExit(f"pymarl-nonmono: {exc}; `with` takes the keys of default.yaml and of the "
+                         f"--config and --env-config YAMLs") from None
