@@ -281,13 +281,11 @@ def test_learner_logs_the_exact_igm_rate_only_where_it_is_exact(n_agents, exact)
         assert logger.stats["igm_violation_rate_lower_bound"][-1][1] <= logger.stats["igm_violation_rate"][-1][1]
 
 
-def test_learner_logs_the_q_tot_table_on_a_known_matrix_game():
-    from pymarl_nonmono.envs.matrix import make_matrix_game
-
-    env = make_matrix_game(preset="qtran")
+def matrix_game_update(preset: str, **overrides) -> RecordingLogger:
+    """What our learner logs after one update on a two-agent, three-action matrix game."""
     torch.manual_seed(0)
     args = make_args("nonmono_qmix", n_agents=2, n_actions=3, env="matrix_game",
-                     env_args={"preset": "qtran", "map_name": "m", "seed": 0}, obs_last_action=False)
+                     env_args={"preset": preset, "map_name": "m", "seed": 0}, obs_last_action=False, **overrides)
     sch = scheme(obs_dim=1, state_dim=1, n_actions=3)
     mac = NonMonoMAC(sch, {"agents": 2}, args, agent_builder=TinyAgent)
     logger = RecordingLogger()
@@ -295,6 +293,14 @@ def test_learner_logs_the_q_tot_table_on_a_known_matrix_game():
     batch = random_batch(B=4, T=1, N=2, A=3, obs_dim=1, state_dim=1)
     batch.data["avail_actions"][:] = 1
     learner.train(batch, t_env=0, episode_num=0)
+    return logger
+
+
+def test_learner_logs_the_q_tot_table_on_a_known_matrix_game():
+    from pymarl_nonmono.envs.matrix import make_matrix_game
+
+    env = make_matrix_game(preset="qtran")
+    logger = matrix_game_update("qtran")
     names = {f"q_tot_{i}_{j}" for i in range(3) for j in range(3)}
     assert names | {"igm_consistent", "greedy_optimal", "payoff_max_abs_error", "greedy_joint_index"} <= set(logger.stats)
     assert env.payoff.shape == (3, 3)
@@ -303,16 +309,7 @@ def test_learner_logs_the_q_tot_table_on_a_known_matrix_game():
 def test_learner_logs_each_agents_utilities_on_the_margins_of_q_tot():
     # With the VDN mixer every Q_tot cell is the sum of its row's and column's utilities: the
     # logged q_agent_<i>_<a> must be the very values the logged table was mixed from.
-    torch.manual_seed(0)
-    args = make_args("nonmono_qmix", n_agents=2, n_actions=3, env="matrix_game", mixer="vdn",
-                     env_args={"preset": "paper_b", "map_name": "m", "seed": 0}, obs_last_action=False)
-    sch = scheme(obs_dim=1, state_dim=1, n_actions=3)
-    mac = NonMonoMAC(sch, {"agents": 2}, args, agent_builder=TinyAgent)
-    logger = RecordingLogger()
-    learner = NonMonoLearner(mac, sch, logger, args)
-    batch = random_batch(B=4, T=1, N=2, A=3, obs_dim=1, state_dim=1)
-    batch.data["avail_actions"][:] = 1
-    learner.train(batch, t_env=0, episode_num=0)
+    logger = matrix_game_update("paper_b", mixer="vdn")
     last = {k: v[-1][1] for k, v in logger.stats.items()}
     q1 = [last[f"q_agent_0_{a}"] for a in range(3)]
     q2 = [last[f"q_agent_1_{a}"] for a in range(3)]
