@@ -315,8 +315,8 @@ class RND(nn.Module):
         if update_stats:
             returns = discounted_forward_returns(nov, valid, self.gamma)
             self.reward_normaliser.update(returns[valid])
-        reward = (nov / self.reward_normaliser.rms.to(nov.device)).to(self.predictor[0].weight.dtype)
-        return torch.where(valid, reward, torch.zeros_like(reward))
+        # Masked steps hold novelty 0 (scattered), so their reward is 0 too.
+        return (nov / self.reward_normaliser.rms.to(nov.device)).to(self.predictor[0].weight.dtype)
 
     # ----------------------------------------------------------------- training
     def update(self, x: torch.Tensor, mask: torch.Tensor) -> float:
