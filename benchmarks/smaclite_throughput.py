@@ -11,7 +11,11 @@ Python stack is inside
   parallel runner the wait for the env workers) and the runner's own bookkeeping;
 
 anything else is start-up, logging and shutdown. Seconds per part are the run's wall time
-times the part's share of samples. ``train steps/s`` = env steps / (runner + learner
+times the part's share of samples. The learner's ``train`` is also timed update by update
+(``timed_train.py``), with each batch's length T: a run's learner seconds are per-update cost
+x number of updates x T, and the last two follow the policies, so ``ms/step`` (learner
+seconds per batch time step, first update excluded: it holds one-time set-up) compares the
+learners' cost at equal batches, and ``1st s`` shows the one-time part. ``train steps/s`` = env steps / (runner + learner
 seconds), i.e. without start-up. Ratios are against stock qmix measured in the same
 invocation; the last column is what our controller and learner add, in seconds, as a share
 of stock's runner + learner time (the issue's budget: at most 5%).
@@ -28,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import logging
 import os
 import re
@@ -56,6 +61,7 @@ COMMON = ("use_cuda=False save_model=False seed=1 buffer_size=5000 batch_size=32
           "test_interval=1000000 log_interval=1000000 runner_log_interval=1000000 learner_log_interval=1000000")
 
 PARTS = ("learner", "controller", "env")
+TIMED_TRAIN = Path(__file__).resolve().with_name("timed_train.py")
 FRAME = re.compile(r"^(?P<func>[^ ]+) \((?P<file>[^:]+):\d+\)$")
 
 
@@ -71,6 +77,11 @@ class Run:
     env_s: float
     other_s: float
     samples: int
+    updates: int
+    batch_steps: int
+    first_update_s: float
+    later_updates_s: float
+    first_T: int
 
     @property
     def train_s(self) -> float:
@@ -79,6 +90,22 @@ class Run:
     @property
     def steps_per_s(self) -> float:
         return self.steps / self.train_s if self.train_s > 0 else float("nan")
+
+    @property
+    def ms_per_batch_step(self) -> float:
+        """Learner milliseconds per time step of the sampled batches, first update excluded."""
+        later = self.batch_steps - self.first_T
+        return 1000 * self.later_updates_s / later if later > 0 else float("nan")
+
+
+def update_stats(trace: str) -> dict:
+    """Number of updates, total batch length, first and later updates' seconds, first T,
+    from ``timed_train.py``'s JSON lines."""
+    rows = [json.loads(line) for line in trace.splitlines() if line.strip()]
+    if not rows:
+        return {"updates": 0, "batch_steps": 0, "first_update_s": 0.0, "later_updates_s": 0.0, "first_T": 0}
+    return {"updates": len(rows), "batch_steps": sum(r["T"] for r in rows), "first_update_s": rows[0]["s"],
+            "later_updates_s": sum(r["s"] for r in rows[1:]), "first_T": rows[0]["T"]}
 
 
 def classify(stack: list[str]) -> str:
@@ -121,8 +148,9 @@ def main_thread_shares(raw: str) -> Counter:
 
 def run_one(src: Path, alg: str, map_name: str, runner: str, steps: int, workdir: Path) -> Run:
     raw = workdir / f"{map_name}_{runner}_{alg}.txt"
+    trace = workdir / f"{map_name}_{runner}_{alg}.jsonl"
     cmd = (["py-spy", "record", "--idle", "--threads", "--nonblocking", "-r", "100", "-f", "raw", "-o", str(raw),
-            "--", sys.executable, "src/main.py", f"--config={alg}", "--env-config=smaclite", "with",
+            "--", sys.executable, str(TIMED_TRAIN), str(trace), "src/main.py", f"--config={alg}", "--env-config=smaclite", "with",
             f"env_args.map_name={map_name}", f"t_max={steps}", f"name=throughput_{alg}"]
            + RUNNERS[runner].split() + COMMON.split())
     env = dict(os.environ, OMP_NUM_THREADS="1")
@@ -141,19 +169,23 @@ def run_one(src: Path, alg: str, map_name: str, runner: str, steps: int, workdir
         raise RuntimeError(f"py-spy recorded no main-thread samples in {raw}")
     share = {part: wall * counts[part] / total for part in (*PARTS, "other")}
     return Run(map_name, runner, alg, steps, wall, share["learner"], share["controller"], share["env"],
-               share["other"], total)
+               share["other"], total, **update_stats(trace.read_text() if trace.is_file() else ""))
 
 
 def report(runs: list[Run]) -> None:
     stock = next(r for r in runs if r.alg == STOCK)
     log.info("%s, %s runner, %d env steps each (ratios against stock qmix in this invocation)",
              stock.map, stock.runner, stock.steps)
-    log.info("%-20s %7s %9s %8s %8s %8s %8s %9s %7s",
-             "algorithm", "wall s", "train s/s", "ratio", "env s", "ctrl s", "learn s", "other s", "added")
+    log.info("%-20s %7s %9s %8s %8s %8s %8s %9s %7s %8s %7s %6s %8s %7s",
+             "algorithm", "wall s", "train s/s", "ratio", "env s", "ctrl s", "learn s", "other s", "added",
+             "updates", "mean T", "1st s", "ms/step", "ratio")
     for r in runs:
         added = ((r.controller_s + r.learner_s) - (stock.controller_s + stock.learner_s)) / stock.train_s
-        log.info("%-20s %7.1f %9.1f %7.2fx %8.1f %8.1f %8.1f %9.1f %+6.1f%%", r.alg, r.wall_s, r.steps_per_s,
-                 r.steps_per_s / stock.steps_per_s, r.env_s, r.controller_s, r.learner_s, r.other_s, 100 * added)
+        mean_t = r.batch_steps / r.updates if r.updates else float("nan")
+        log.info("%-20s %7.1f %9.1f %7.2fx %8.1f %8.1f %8.1f %9.1f %+6.1f%% %8d %7.1f %6.2f %8.3f %6.2fx", r.alg,
+                 r.wall_s, r.steps_per_s, r.steps_per_s / stock.steps_per_s, r.env_s, r.controller_s, r.learner_s,
+                 r.other_s, 100 * added, r.updates, mean_t, r.first_update_s, r.ms_per_batch_step,
+                 r.ms_per_batch_step / stock.ms_per_batch_step)
 
 
 def main(argv=None) -> int:
@@ -187,9 +219,9 @@ def main(argv=None) -> int:
     if opts.csv:
         with open(opts.csv, "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
-            writer.writerow([f.name for f in fields(Run)] + ["train_s", "steps_per_s"])
+            writer.writerow([f.name for f in fields(Run)] + ["train_s", "steps_per_s", "ms_per_batch_step"])
             for r in everything:
-                writer.writerow([getattr(r, f.name) for f in fields(Run)] + [r.train_s, r.steps_per_s])
+                writer.writerow([getattr(r, f.name) for f in fields(Run)] + [r.train_s, r.steps_per_s, r.ms_per_batch_step])
     return 0
 
 

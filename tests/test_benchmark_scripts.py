@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -37,3 +38,47 @@ def test_a_garbled_stack_is_counted_apart_and_not_parsed():
 def test_a_train_function_outside_a_learner_is_not_learner_time():
     stack = ["<module> (main.py:1)", "Trainer.train (/somewhere/else.py:3)"]
     assert throughput.classify(stack) == "other"
+
+
+timed_train = pytest.importorskip("timed_train")
+
+
+class _Batch:
+    batch_size, max_seq_length = 4, 7
+
+
+class _BaseLearner:
+    def __init__(self, calls):
+        self.calls = calls
+
+    def train(self, batch, t_env, episode_num):
+        self.calls.append(t_env)
+
+
+class _SubclassLearner(_BaseLearner):
+    # As our PyMARL2 learner: a subclass whose train calls the base class's.
+    def train(self, batch, t_env, episode_num, per_weight=None):
+        return super().train(batch, t_env, episode_num)
+
+
+def test_a_subclassed_learner_is_timed_once_per_update(tmp_path):
+    calls: list[int] = []
+    with open(tmp_path / "trace.jsonl", "w", encoding="utf-8") as out:
+        build = timed_train._timing_factory(_SubclassLearner, out)
+        learner = build(calls)
+        learner.train(_Batch(), 10, 1)
+        learner.train(_Batch(), 20, 2, per_weight=None)
+    rows = [json.loads(line) for line in (tmp_path / "trace.jsonl").read_text().splitlines()]
+    assert calls == [10, 20]
+    assert [(r["t_env"], r["episode"], r["B"], r["T"]) for r in rows] == [(10, 1, 4, 7), (20, 2, 4, 7)]
+    assert all(r["s"] >= 0 and r["cpu_s"] >= 0 for r in rows)
+
+
+def test_update_stats_keep_the_first_update_apart():
+    trace = "\n".join(json.dumps({"t_env": t, "episode": t, "B": 32, "T": T, "s": s, "cpu_s": s})
+                      for t, T, s in [(1, 50, 2.0), (2, 60, 0.06), (3, 40, 0.04)])
+    stats = throughput.update_stats(trace)
+    assert stats == {"updates": 3, "batch_steps": 150, "first_update_s": 2.0,
+                     "later_updates_s": pytest.approx(0.10), "first_T": 50}
+    run = throughput.Run("m", "episode", "qmix", 100, 10.0, 1.0, 1.0, 1.0, 1.0, 100, **stats)
+    assert run.ms_per_batch_step == pytest.approx(1000 * 0.10 / 100)
