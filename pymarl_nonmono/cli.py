@@ -282,7 +282,7 @@ def _plural(n: int, word: str) -> str:
 
 
 def _bench(args, path: str) -> int:
-    from .bench.launch import prepare, record_sweep
+    from .bench.launch import code_state, prepare, record_sweep, warn_if_mutable
     from .bench.runner import COMPLETED, import_submitit, run_local, run_submitit, stop_on_signals
     from .bench.spec import build_sweep
     from .hosts.spec import host_named
@@ -316,11 +316,15 @@ def _bench(args, path: str) -> int:
         where = f"job {state['job_id']}" if state.get("job_id") else f"pid {state.get('pid')} on {state.get('hostname')}"
         _out(f"  skipped, in progress elsewhere ({where}, since {state.get('started') or state.get('submitted')}): "
              f"{run.key}; pass --restart-stale if it is dead")
+    code = code_state()
+    mutable = warn_if_mutable(code)
+    if mutable:
+        log.warning("%s", mutable)
     if args.dry_run:
         for run in plan.todo:
             _out(f"  would run: (cd {prepared.host} && {ctx.python} {' '.join(ctx.command(run))})")
         return 0
-    record_sweep(prepared)
+    record_sweep(prepared, code)
     bar = make_bar(total=len(plan.todo), desc=sweep.name, unit="run", file=sys.stderr, dynamic_ncols=True) if make_bar else None
 
     failed_now = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import os
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,10 +116,60 @@ def prepare(sweep: Sweep, host_path: str | os.PathLike, *, host_spec: Optional[H
     return Prepared(sweep, host, spec, ctx, target, env_extra, runs, plan(runs, ctx, restart_stale))
 
 
-def record_sweep(prepared: Prepared) -> Path:
-    """Write ``sweep.json`` (the resolved sweep, the URL masked) into the sweep folder."""
+# What decides the method's behaviour in a run: a change to these mid-sweep changes later runs.
+CODE_PATHS = ("pymarl_nonmono", "config")
+
+
+def _git(tree: Path, *args: str) -> Optional[str]:
+    try:
+        done = subprocess.run(["git", "-C", str(tree), *args], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout if done.returncode == 0 else None
+
+
+def code_state(package_dir: Optional[Path] = None) -> dict:
+    """Which pymarl-nonmono code the runs will import: its version, and when it is imported
+    from a git working tree (an editable install), the tree, its commit and its uncommitted
+    changes under :data:`CODE_PATHS`.
+
+    Each run imports the package when it starts, so with an editable install an edit made
+    while a sweep runs silently changes the runs that start after it.
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    import pymarl_nonmono
+
+    package_dir = Path(package_dir or Path(pymarl_nonmono.__file__).parent).resolve()
+    try:
+        state = {"version": version("pymarl-nonmono")}
+    except PackageNotFoundError:
+        state = {"version": None}
+    top = _git(package_dir, "rev-parse", "--show-toplevel")
+    if top is None:
+        return dict(state, working_tree=None)
+    tree = Path(top.strip())
+    changes = _git(tree, "status", "--porcelain", "--", *CODE_PATHS)
+    return dict(state, working_tree=str(tree), commit=(_git(tree, "rev-parse", "HEAD") or "").strip() or None,
+                uncommitted=None if changes is None else [line[3:] for line in changes.splitlines() if line.strip()])
+
+
+def warn_if_mutable(state: dict) -> Optional[str]:
+    """A warning when the runs import code from a working tree with uncommitted changes."""
+    if not state.get("working_tree") or not state.get("uncommitted"):
+        return None
+    shown = ", ".join(state["uncommitted"][:5]) + (" ..." if len(state["uncommitted"]) > 5 else "")
+    return (f"pymarl-nonmono is imported from the working tree {state['working_tree']} with uncommitted changes "
+            f"({shown}): each run reads the code when it starts, so these changes, and any edit made while the "
+            f"sweep runs, go into its runs. For a study, commit and install a snapshot (pip install <source>, "
+            f"without -e) or do not edit the tree until the sweep ends.")
+
+
+def record_sweep(prepared: Prepared, code: Optional[dict] = None) -> Path:
+    """Write ``sweep.json`` (the resolved sweep, the URL masked, the code the runs import:
+    ``code``, else :func:`code_state`) into the sweep folder."""
     data = prepared.sweep.to_dict()
-    data.update(host=str(prepared.host), host_name=prepared.spec.name, runs=len(prepared.runs), written=_dt.datetime.now().isoformat(timespec="seconds"),
+    data.update(code=code if code is not None else code_state(), host=str(prepared.host), host_name=prepared.spec.name, runs=len(prepared.runs), written=_dt.datetime.now().isoformat(timespec="seconds"),
                 mongo=(f"{prepared.target.shown} database {prepared.target.db}" if prepared.target else None))
     path = Path(prepared.ctx.sweep_dir) / "sweep.json"
     write_state(path, data)

@@ -43,3 +43,15 @@ def fake_host(tmp_path, monkeypatch):
     probe.mkdir()
     monkeypatch.setenv("FAKE_PROBE_DIR", str(probe))
     return root
+
+
+@pytest.fixture
+def cli_host(fake_host, monkeypatch):
+    """The fake checkout, accepted by bench's host check (the stand-in has no patches to
+    check); everything after that check is real."""
+    from pymarl_nonmono.bench import launch
+    from pymarl_nonmono.hosts.spec import PYMARL2
+
+    monkeypatch.setattr(launch, "check_host", lambda path, host=None: (fake_host, host or PYMARL2))
+    monkeypatch.delenv("PYMARL_NONMONO_MONGO_URL", raising=False)
+    return fake_host

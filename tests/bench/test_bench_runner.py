@@ -19,7 +19,6 @@ from pymarl_nonmono.bench.runner import (
     write_state,
 )
 from pymarl_nonmono.bench.spec import build_sweep
-from pymarl_nonmono.hosts.spec import PYMARL2
 
 SECRET_URL = "mongodb://alice:s3cr3t-pw@127.0.0.1:1/"
 
@@ -125,14 +124,6 @@ def test_submitit_local_executor_path(fake_host, tmp_path, monkeypatch):
 
 
 # --------------------------------------------------------------------------- the command
-
-
-@pytest.fixture
-def cli_host(fake_host, monkeypatch):
-    # The stand-in has no patches to check; everything after the host check is real.
-    monkeypatch.setattr(launch, "check_host", lambda path, host=None: (fake_host, host or PYMARL2))
-    monkeypatch.delenv("PYMARL_NONMONO_MONGO_URL", raising=False)
-    return fake_host
 
 
 def run_cli(capsys, *argv):
