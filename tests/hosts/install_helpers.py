@@ -1,10 +1,15 @@
-"""What the install tests of every host share: comparing trees, calling the CLI."""
+"""What the install and host tests of every host share: comparing trees, calling the CLI,
+stopping a run."""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import stat
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 from pymarl_nonmono import cli
@@ -32,3 +37,23 @@ def run_cli(capsys, *argv):
     code = cli.main(list(argv))
     captured = capsys.readouterr()
     return code, captured.out, captured.err
+
+
+def sigterm_once_training(root: Path, args: list[str], log: Path, timeout: float = 300) -> int:
+    """Start ``python src/main.py *args`` in ``root``, send SIGTERM to its process group (as
+    bench and SLURM do) once it logs ``t_env:``, and return its exit code."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    with open(log, "w", encoding="utf-8") as out:
+        proc = subprocess.Popen([sys.executable, "src/main.py", *args], cwd=root, env=env, stdout=out,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + timeout
+        while "t_env:" not in log.read_text(errors="replace"):
+            assert proc.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, "the run did not start training in time"
+            time.sleep(0.2)
+        os.killpg(proc.pid, signal.SIGTERM)
+        return proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)

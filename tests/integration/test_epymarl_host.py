@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from install_helpers import tree_digest
+from install_helpers import sigterm_once_training, tree_digest
 
 from pymarl_nonmono import cli
 
@@ -126,6 +126,19 @@ def test_our_football_env_trains_in_epymarl(host):
     assert json.loads(run_json.read_text())["status"] == "COMPLETED"
     metrics = json.loads((run_json.parent / "metrics.json").read_text())
     assert {"loss_td", "rnd_reward_mean", "test_return_mean"} <= set(metrics)
+
+
+def test_a_run_stopped_by_sigterm_is_recorded_as_interrupted(host, tmp_path):
+    root, _ = host
+    code = sigterm_once_training(root, ["--config=nonmono_qmix", "--env-config=matrix_game", "with", *SHORT,
+                                        "t_max=10000000", "name=sigterm", "runner=parallel", "batch_size_run=2"],
+                                 tmp_path / "out.log")
+    assert code != 0
+    # EPyMARL names the folder after the config: the newest run there is this one.
+    run_dir = max((root / "results" / "sacred" / "nonmono_qmix" / "matrix_game").glob("[0-9]*"), key=lambda p: int(p.name))
+    assert json.loads((run_dir / "config.json").read_text())["name"] == "sigterm"
+    run = json.loads((run_dir / "run.json").read_text())
+    assert run["status"] == "INTERRUPTED" and run["stop_time"]
 
 
 def test_uninstall_restores_the_checkout(host, runs):

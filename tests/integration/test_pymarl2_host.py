@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from install_helpers import sigterm_once_training
+
 from pymarl_nonmono import cli
 
 pytestmark = [pytest.mark.integration]
@@ -260,6 +262,17 @@ def test_statistics_shared_with_nq_learner_are_computed_as_it_computes_them(host
 
 
 # Keep last: pytest runs a module in file order, and the runs above need the patches.
+def test_a_run_stopped_by_sigterm_is_recorded_as_interrupted(host, tmp_path):
+    # bench, SLURM and `kill` stop runs with SIGTERM; without our handler Sacred's run.json
+    # would say RUNNING for good. The parallel runner's env workers must end with it.
+    root, _ = host
+    code = sigterm_once_training(root, ["--config=nonmono_qmix", "--env-config=one_step_matrix_game", "with",
+                                        "use_cuda=False", "t_max=10000000", "name=sigterm"], tmp_path / "out.log")
+    assert code != 0
+    run = json.loads((latest_run(root, "one_step_matrix_game", "sigterm") / "run.json").read_text())
+    assert run["status"] == "INTERRUPTED" and run["stop_time"]
+
+
 def test_zz_uninstall_restores_the_checkout_byte_for_byte(host):
     root, pristine = host
     assert cli.main(["uninstall", str(root)]) == 0

@@ -15,6 +15,7 @@ from pathlib import Path
 from ...errors import ConfigError
 from ..pymarl_family.preflight import host_config_dir, stop_on_unknown_with_keys
 from ..pymarl_family.registration import LEARNER, MAC, SELECTOR, register_learning
+from ..pymarl_family.signals import record_sigterm_as_interrupt
 from ..spec import PYMARL2
 from .preflight import PreflightError, check_config, check_environment
 
@@ -60,6 +61,7 @@ def activate() -> list[str]:
     from .learner import NonMonoLearner
 
     register_learning(learners.REGISTRY, controllers.REGISTRY, action_selectors.REGISTRY, NonMonoLearner, NonMonoMAC)
+    record_sigterm_as_interrupt()
     # Host env registry values are factories called with **env_args.
     envs.REGISTRY.setdefault("matrix_game", make_matrix_game)
     envs.REGISTRY.setdefault("grf", make_football_env)
