@@ -1,4 +1,4 @@
-"""Benchmarking on PyMARL2: sweeps of algorithms x environments x seeds, and their report.
+"""Benchmarking on PyMARL2 and EPyMARL: sweeps of algorithms x environments x seeds, and their report.
 
 :mod:`.spec` (what to run, checked before anything starts), :mod:`.launch` (host and
 MongoDB checks, the plan), :mod:`.runner` (one subprocess per run, locally or through

@@ -6,8 +6,8 @@ The layout (marl-eval's README, "Data Structure for Raw Experiment data")::
         "step_0": {"step_count": <int>, "<metric>": [<value>]}, ..., "step_<k>": {...},
         "absolute_metrics": {"<metric>": [<value>]}}}}}}
 
-Here ``environment_name`` is the run's PyMARL2 env config (``env``: ``sc2``, ``matrix_game``,
-...), ``task_name`` the sweep's environment label (the map name, the game preset) and
+Here ``environment_name`` is the run's env config (``env``: ``sc2``, ``smaclite``, ``matrix_game``,
+EPyMARL's ``gymma``, ...), ``task_name`` the sweep's environment label (the map name, the game preset) and
 ``algorithm_name`` the sweep's algorithm label; runs are named ``seed_<s>`` as marl-eval's own
 ``JsonLogger`` names them.
 
@@ -16,9 +16,9 @@ same algorithms, runs and steps. Hence, with the report's alignment: each run is
 interpolated onto ``points`` evenly spaced steps from its task's latest first evaluation to
 its common horizon (the end of the shortest finished run), and only the algorithms that ran
 on every task and the seeds every one of them finished on every task are written; the others
-are listed in ``dropped``. Each metric is a list of one value (PyMARL2 logs the mean over the
+are listed in ``dropped``. Each metric is a list of one value (the hosts log the mean over the
 test episodes). ``absolute_metrics`` holds the run's final performance as the report defines
-it (its value at the common horizon): PyMARL2 does not run marl-eval's re-evaluation of the
+it (its value at the common horizon): neither host runs marl-eval's re-evaluation of the
 best policy over ten times the test episodes.
 """
 
