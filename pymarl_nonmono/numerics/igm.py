@@ -122,14 +122,14 @@ def _sample_states(agent_q, states, avail, mask, max_points, generator):
 def _beaten(mixer, q: torch.Tensor, s: torch.Tensor, av: torch.Tensor, candidates: torch.Tensor,
             tol: float) -> torch.Tensor:
     """``[M]`` bool: some available candidate joint action ``[M, K, N]`` has a higher Q_tot
-    than the agents' greedy joint action."""
+    than the agents' greedy joint action. ``mixer``: a :class:`~.mixers.Mixer`."""
     m, k, _ = candidates.shape
     greedy = _greedy(q, av)  # [M, N]
     cand_avail = torch.gather(av, 2, candidates.transpose(1, 2)).transpose(1, 2).bool().all(-1)  # [M, K]
     cand_q = torch.gather(q, 2, candidates.transpose(1, 2)).transpose(1, 2)  # [M, K, N]
     with torch.no_grad():
-        q_tot = mixer(cand_q, s.unsqueeze(1).expand(-1, k, -1))  # [M, K]
-        greedy_q = mixer(torch.gather(q, 2, greedy.unsqueeze(-1)).transpose(1, 2), s.unsqueeze(1)).squeeze(-1)
+        q_tot = mixer.q_tot_of_candidates(cand_q, s)  # [M, K]
+        greedy_q = mixer.q_tot_of_candidates(torch.gather(q, 2, greedy.unsqueeze(-1)).transpose(1, 2), s).squeeze(-1)
     best = q_tot.masked_fill(~cand_avail, NEG).max(-1).values
     return best > greedy_q + tol * greedy_q.abs().clamp(min=1.0)
 

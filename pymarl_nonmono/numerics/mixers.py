@@ -69,11 +69,36 @@ class Mixer(nn.Module):
         """``agent_qs [M, N]``, ``states [M, S]`` -> ``Q_tot [M]``."""
         raise NotImplementedError
 
+    def q_tot_of_candidates(self, agent_qs: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
+        """Q_tot of K candidate joint actions at each of M states: ``agent_qs [M, K, N]``
+        (the agents' values of each candidate), ``states [M, *state_shape]`` -> ``[M, K]``.
+
+        What IGM checks need (every joint action, or every single-agent deviation, at a
+        state); the state-dependent part of a mixer is then computed once per state, not
+        once per candidate (:meth:`mix_candidates`).
+        """
+        check_shape("agent_qs", agent_qs, (None, None, self.n_agents))
+        m = agent_qs.shape[0]
+        states = states.flatten(1)
+        check_shape("states", states, (m, self.state_dim))
+        return self.mix_candidates(agent_qs, states)
+
+    def mix_candidates(self, agent_qs: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
+        """``agent_qs [M, K, N]``, ``states [M, S]`` -> ``[M, K]``. This default is the
+        reference: :meth:`mix` on each candidate with its state repeated. Subclasses whose
+        cost is mostly in the state (hypernetworks) override it."""
+        m, k, n = agent_qs.shape
+        repeated = states.unsqueeze(1).expand(m, k, self.state_dim).reshape(m * k, self.state_dim)
+        return self.mix(agent_qs.reshape(m * k, n), repeated).view(m, k)
+
 
 class VDNMixer(Mixer):
     """Q_tot = sum_i Q_i (no parameters; the state is ignored)."""
 
     def mix(self, agent_qs: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
+        return agent_qs.sum(dim=-1)
+
+    def mix_candidates(self, agent_qs: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
         return agent_qs.sum(dim=-1)
 
 
@@ -161,12 +186,16 @@ class HyperMixer(Mixer):
         return self._transform(w, self.transform_beta)
 
     def mix(self, agent_qs: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
+        return self.mix_candidates(agent_qs.unsqueeze(1), states).view(-1)
+
+    def mix_candidates(self, agent_qs: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
+        # The hypernetworks see each state once; all K candidates share its weights.
         w1 = self.transform(self.hyper_w1(states)).view(-1, self.n_agents, self.embed_dim)
         b1 = self.hyper_b1(states).view(-1, 1, self.embed_dim)
         w2 = self.transform(self.hyper_w2(states)).view(-1, self.embed_dim, 1)
         b2 = self.hyper_b2(states).view(-1, 1, 1)
-        hidden = F.elu(torch.bmm(agent_qs.unsqueeze(1), w1) + b1)
-        return (torch.bmm(hidden, w2) + b2).view(-1)
+        hidden = F.elu(torch.bmm(agent_qs, w1) + b1)  # [M, K, E]
+        return (torch.bmm(hidden, w2) + b2).squeeze(-1)
 
     def extra_repr(self) -> str:
         beta = f", beta={self.transform_beta}" if self.weight_transform == "softplus" else ""

@@ -8,6 +8,7 @@ from pymarl_nonmono.numerics.mixers import (
     MIXERS,
     WEIGHT_TRANSFORMS,
     HyperMixer,
+    Mixer,
     VDNMixer,
     check_mixer_options,
     make_mixer,
@@ -38,6 +39,28 @@ def test_every_registry_entry_builds_and_mixes(name):
     out = mixer(torch.randn(4, 7, 3), torch.randn(4, 7, 5))
     assert out.shape == (4, 7)
     assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", MIXERS.names())
+@pytest.mark.parametrize("orthogonal", [False, True])
+def test_candidates_at_a_state_agree_with_the_per_candidate_reference(name, orthogonal):
+    # IGM checks score K joint actions per state; the fast path computes the state's
+    # weights once. It must equal Mixer's reference (mix on every candidate, state repeated).
+    torch.manual_seed(1)
+    mixer = make_mixer(name, n_agents=3, state_dim=5, **dict(OPTIONS, use_orthogonal=orthogonal))
+    qs, states = torch.randn(6, 27, 3), torch.randn(6, 5)
+    fast = mixer.q_tot_of_candidates(qs, states)
+    assert fast.shape == (6, 27)
+    torch.testing.assert_close(fast, Mixer.mix_candidates(mixer, qs, states), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(fast, mixer(qs, states.unsqueeze(1).expand(6, 27, 5)), rtol=1e-6, atol=1e-6)
+
+
+def test_candidates_check_their_shapes():
+    mixer = make_mixer("nonmono_qmix", n_agents=3, state_dim=5, **OPTIONS)
+    with pytest.raises(ValueError, match="agent_qs"):
+        mixer.q_tot_of_candidates(torch.randn(6, 27, 4), torch.randn(6, 5))
+    with pytest.raises(ValueError, match="states"):
+        mixer.q_tot_of_candidates(torch.randn(6, 27, 3), torch.randn(5, 5))
 
 
 @pytest.mark.parametrize(
