@@ -22,7 +22,7 @@ of stock's runner + learner time (the issue's budget: at most 5%).
 
     PYMARL2_DIR=/path/to/patched/pymarl2 python benchmarks/smaclite_throughput.py \\
         [--map 3s_vs_5z --map corridor ...] [--runner episode --runner parallel] \\
-        [--steps 3s_vs_5z=20000 ...] [--csv out.csv]
+        [--steps 3s_vs_5z=20000 ...] [--seed 1 --seed 2] [--csv out.csv]
 
 Needs a checkout with pymarl-nonmono installed (``pymarl-nonmono install``), SMAClite and
 py-spy. Run on an otherwise idle machine, with nothing else in the background.
@@ -57,7 +57,7 @@ DEFAULT_STEPS = {"3s_vs_5z": 6000, "corridor": 1500, "3s5z_vs_3s6z": 5000}
 RUNNERS = {"episode": "runner=episode batch_size_run=1", "parallel": "runner=parallel batch_size_run=2"}
 # Identical for every algorithm: the learner starts after 32 episodes, as it would with
 # batch_size 32, and keeps every episode; tests only at the start and end.
-COMMON = ("use_cuda=False save_model=False seed=1 buffer_size=5000 batch_size=32 test_nepisode=2 "
+COMMON = ("use_cuda=False save_model=False buffer_size=5000 batch_size=32 test_nepisode=2 "
           "test_interval=1000000 log_interval=1000000 runner_log_interval=1000000 learner_log_interval=1000000")
 
 PARTS = ("learner", "controller", "env")
@@ -69,6 +69,7 @@ FRAME = re.compile(r"^(?P<func>[^ ]+) \((?P<file>[^:]+):\d+\)$")
 class Run:
     map: str
     runner: str
+    seed: int
     alg: str
     steps: int
     wall_s: float
@@ -146,12 +147,12 @@ def main_thread_shares(raw: str) -> Counter:
     return counts
 
 
-def run_one(src: Path, alg: str, map_name: str, runner: str, steps: int, workdir: Path) -> Run:
-    raw = workdir / f"{map_name}_{runner}_{alg}.txt"
-    trace = workdir / f"{map_name}_{runner}_{alg}.jsonl"
+def run_one(src: Path, alg: str, map_name: str, runner: str, seed: int, steps: int, workdir: Path) -> Run:
+    raw = workdir / f"{map_name}_{runner}_{seed}_{alg}.txt"
+    trace = workdir / f"{map_name}_{runner}_{seed}_{alg}.jsonl"
     cmd = (["py-spy", "record", "--idle", "--threads", "--nonblocking", "-r", "100", "-f", "raw", "-o", str(raw),
-            "--", sys.executable, str(TIMED_TRAIN), str(trace), "src/main.py", f"--config={alg}", "--env-config=smaclite", "with",
-            f"env_args.map_name={map_name}", f"t_max={steps}", f"name=throughput_{alg}"]
+            "--", sys.executable, str(TIMED_TRAIN), str(trace), "src/main.py", f"--config={alg}",
+            "--env-config=smaclite", "with", f"env_args.map_name={map_name}", f"t_max={steps}", f"seed={seed}", f"name=throughput_{alg}"]
            + RUNNERS[runner].split() + COMMON.split())
     env = dict(os.environ, OMP_NUM_THREADS="1")
     start = time.perf_counter()
@@ -168,14 +169,14 @@ def run_one(src: Path, alg: str, map_name: str, runner: str, steps: int, workdir
     if total == 0:
         raise RuntimeError(f"py-spy recorded no main-thread samples in {raw}")
     share = {part: wall * counts[part] / total for part in (*PARTS, "other")}
-    return Run(map_name, runner, alg, steps, wall, share["learner"], share["controller"], share["env"],
+    return Run(map_name, runner, seed, alg, steps, wall, share["learner"], share["controller"], share["env"],
                share["other"], total, **update_stats(trace.read_text() if trace.is_file() else ""))
 
 
 def report(runs: list[Run]) -> None:
     stock = next(r for r in runs if r.alg == STOCK)
-    log.info("%s, %s runner, %d env steps each (ratios against stock qmix in this invocation)",
-             stock.map, stock.runner, stock.steps)
+    log.info("%s, %s runner, seed %d, %d env steps each (ratios against stock qmix in this invocation)",
+             stock.map, stock.runner, stock.seed, stock.steps)
     log.info("%-20s %7s %9s %8s %8s %8s %8s %9s %7s %8s %7s %6s %8s %7s",
              "algorithm", "wall s", "train s/s", "ratio", "env s", "ctrl s", "learn s", "other s", "added",
              "updates", "mean T", "1st s", "ms/step", "ratio")
@@ -194,6 +195,10 @@ def main(argv=None) -> int:
     parser.add_argument("--runner", action="append", choices=sorted(RUNNERS), help="runner (repeatable; default both)")
     parser.add_argument("--steps", action="append", default=[], metavar="MAP=N", help="env steps of each run on MAP")
     parser.add_argument("--alg", action="append", choices=ALGS, help="algorithms (default: all; qmix always runs)")
+    parser.add_argument("--seed", action="append", type=int, help="the runs' seed (repeatable; default 1): the "
+                        "policies, hence the number and length of updates, differ between seeds")
+    parser.add_argument("--keep", type=Path, metavar="DIR", help="keep py-spy's samples and the per-update "
+                        "timings (timed_train.py's JSON lines, with CPU seconds) in DIR")
     parser.add_argument("--csv", type=Path, help="also write every run's numbers here")
     opts = parser.parse_args(argv)
     src = setup()
@@ -210,12 +215,16 @@ def main(argv=None) -> int:
         steps[name] = int(value)
     algs = [STOCK] + [a for a in (opts.alg or ALGS) if a != STOCK]
     everything: list[Run] = []
+    if opts.keep:
+        opts.keep.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="throughput-") as tmp:
+        tmp = str(opts.keep) if opts.keep else tmp
         for map_name in opts.map or MAPS:
             for runner in opts.runner or sorted(RUNNERS):
-                runs = [run_one(src, alg, map_name, runner, steps[map_name], Path(tmp)) for alg in algs]
-                report(runs)
-                everything += runs
+                for seed in opts.seed or [1]:
+                    runs = [run_one(src, alg, map_name, runner, seed, steps[map_name], Path(tmp)) for alg in algs]
+                    report(runs)
+                    everything += runs
     if opts.csv:
         with open(opts.csv, "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)

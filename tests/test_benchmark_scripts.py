@@ -80,5 +80,5 @@ def test_update_stats_keep_the_first_update_apart():
     stats = throughput.update_stats(trace)
     assert stats == {"updates": 3, "batch_steps": 150, "first_update_s": 2.0,
                      "later_updates_s": pytest.approx(0.10), "first_T": 50}
-    run = throughput.Run("m", "episode", "qmix", 100, 10.0, 1.0, 1.0, 1.0, 1.0, 100, **stats)
+    run = throughput.Run("m", "episode", 1, "qmix", 100, 10.0, 1.0, 1.0, 1.0, 1.0, 100, **stats)
     assert run.ms_per_batch_step == pytest.approx(1000 * 0.10 / 100)
