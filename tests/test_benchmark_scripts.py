@@ -82,3 +82,19 @@ def test_update_stats_keep_the_first_update_apart():
                      "later_updates_s": pytest.approx(0.10), "first_T": 50}
     run = throughput.Run("m", "episode", 1, "qmix", 100, 10.0, 1.0, 1.0, 1.0, 1.0, 100, **stats)
     assert run.ms_per_batch_step == pytest.approx(1000 * 0.10 / 100)
+
+
+def _run(alg, learner_s, updates, batch_steps, first_T, first_s, later_s, controller_s=1.0):
+    return throughput.Run("m", "parallel", 1, alg, 5000, 60.0, learner_s, controller_s, 40.0, 5.0, 100,
+                          updates, batch_steps, first_s, later_s, first_T)
+
+
+def test_added_at_equal_batches_removes_what_the_episodes_decide():
+    # Same cost per batch step (2 ms) and first update; ours sampled batches twice as long.
+    stock = _run("qmix", 0.5 + 2.0, updates=11, batch_steps=1100, first_T=100, first_s=0.5, later_s=2.0)
+    ours = _run("nonmono_qmix", 0.5 + 4.0, updates=11, batch_steps=2100, first_T=100, first_s=0.5, later_s=4.0)
+    assert throughput.added(ours, stock) == pytest.approx(2.0 / stock.train_s)
+    assert throughput.added_at_equal_batches(ours, stock) == pytest.approx(0.0)
+    # Twice stock's cost per batch step: the whole difference is ours.
+    slower = _run("nonmono_qmix", 0.5 + 4.0, updates=11, batch_steps=1100, first_T=100, first_s=0.5, later_s=4.0)
+    assert throughput.added_at_equal_batches(slower, stock) == pytest.approx(2.0 / stock.train_s)
