@@ -146,7 +146,9 @@ def code_state(package_dir: Optional[Path] = None) -> dict:
     except PackageNotFoundError:
         state = {"version": None}
     top = _git(package_dir, "rev-parse", "--show-toplevel")
-    if top is None:
+    # Only our own source tree counts: an installed copy can sit in someone else's git
+    # tree (a venv inside a project), whose commit says nothing about our code.
+    if top is None or Path(top.strip()).resolve() / "pymarl_nonmono" != package_dir:
         return dict(state, working_tree=None)
     tree = Path(top.strip())
     changes = _git(tree, "status", "--porcelain", "--", *CODE_PATHS)

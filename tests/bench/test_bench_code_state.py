@@ -73,6 +73,16 @@ def test_an_installed_copy_outside_git_has_no_working_tree(tmp_path):
     assert launch.warn_if_mutable(state) is None
 
 
+def test_an_installed_copy_inside_another_git_tree_is_not_that_tree(tree):
+    # e.g. a venv inside a project: the project's commit says nothing about our code.
+    installed = tree / "venv" / "site-packages" / "pymarl_nonmono"
+    installed.mkdir(parents=True)
+    (tree / "pymarl_nonmono" / "learner.py").write_text("A = 4\n")
+    state = launch.code_state(installed)
+    assert state["working_tree"] is None
+    assert launch.warn_if_mutable(state) is None
+
+
 def test_bench_warns_and_records_the_code_in_sweep_json(cli_host, tree, monkeypatch, capsys, caplog):
     (tree / "pymarl_nonmono" / "learner.py").write_text("A = 3\n")
     original = launch.code_state
