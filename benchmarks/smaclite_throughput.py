@@ -35,6 +35,7 @@ py-spy. Run on an otherwise idle machine, with nothing else in the background.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import logging
@@ -238,8 +239,8 @@ def main(argv=None) -> int:
     everything: list[Run] = []
     if opts.keep:
         opts.keep.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="throughput-") as tmp:
-        tmp = str(opts.keep) if opts.keep else tmp
+    workdir = contextlib.nullcontext(str(opts.keep)) if opts.keep else tempfile.TemporaryDirectory(prefix="throughput-")
+    with workdir as tmp:
         for map_name in opts.map or MAPS:
             for runner in opts.runner or sorted(RUNNERS):
                 for seed in opts.seed or [1]:

@@ -146,11 +146,11 @@ def code_state(package_dir: Optional[Path] = None) -> dict:
     except PackageNotFoundError:
         state = {"version": None}
     top = _git(package_dir, "rev-parse", "--show-toplevel")
+    tree = Path(top.strip()).resolve() if top is not None else None
     # Only our own source tree counts: an installed copy can sit in someone else's git
     # tree (a venv inside a project), whose commit says nothing about our code.
-    if top is None or Path(top.strip()).resolve() / "pymarl_nonmono" != package_dir:
+    if tree is None or tree / "pymarl_nonmono" != package_dir:
         return dict(state, working_tree=None)
-    tree = Path(top.strip())
     changes = _git(tree, "status", "--porcelain", "--", *CODE_PATHS)
     return dict(state, working_tree=str(tree), commit=(_git(tree, "rev-parse", "HEAD") or "").strip() or None,
                 uncommitted=None if changes is None else [line[3:] for line in changes.splitlines() if line.strip()])

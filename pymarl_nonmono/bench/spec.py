@@ -377,14 +377,9 @@ def build_sweep(file: Optional[str | Path] = None, *, algs: Sequence[str] = (), 
 # --------------------------------------------------------------------------- host checks
 
 
-def our_host_configs(host: HostSpec) -> Path:
-    """Our configs for ``host``: the folder its plugin adds to the config search path."""
-    return host.our_configs()
-
-
 def config_folders(host_root: Path, host: HostSpec) -> dict[str, list[Path]]:
     """Where ``--config`` / ``--env-config`` names are looked up: the host's, then ours for it."""
-    ours = our_host_configs(host)
+    ours = host.our_configs()
     return {kind: [host_root / "src" / "config" / kind, ours / kind] for kind in ("algs", "envs")}
 
 
@@ -407,7 +402,7 @@ def check_against_host(sweep: Sweep, host_root: Path, host: HostSpec) -> None:
     if problems:
         raise SweepError("; ".join(problems))
     keys = {"seed"} | set(TAG_KEYS)
-    roots = [host_root / "src" / "config", our_host_configs(host)]
+    roots = [host_root / "src" / "config", host.our_configs()]
     for root in roots:
         for path in root.rglob("*.yaml"):
             keys |= _yaml_keys(path)

@@ -16,7 +16,7 @@ import yaml
 from pymarl_nonmono import cli
 from pymarl_nonmono.bench import launch
 from pymarl_nonmono.bench import report as rep
-from pymarl_nonmono.bench.spec import TAG_KEYS, SweepError, build_sweep, check_against_host, our_host_configs
+from pymarl_nonmono.bench.spec import TAG_KEYS, SweepError, build_sweep, check_against_host
 from pymarl_nonmono.hosts.spec import EPYMARL, HOSTS, PYMARL2
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -85,7 +85,7 @@ def test_configs_are_checked_against_the_hosts_own_configs_and_ours_for_it(tmp_p
 def test_every_key_bench_sets_on_a_run_is_a_default_of_ours_for_the_host(host):
     # Bench adds sweep_id/sweep_alg/sweep_env and mongo_url/mongo_db to every run's `with`;
     # EPyMARL's plugin refused them ("unknown config key(s): 'mongo_url', 'sweep_id'").
-    defaults = yaml.safe_load((our_host_configs(host) / "default.yaml").read_text(encoding="utf-8"))
+    defaults = yaml.safe_load((host.our_configs() / "default.yaml").read_text(encoding="utf-8"))
     assert {k for k in TAG_KEYS if k != "seed"} <= set(defaults)
 
 
@@ -96,7 +96,7 @@ def test_the_words_bench_adds_to_a_run_pass_epymarls_start_up_check(epymarl_pris
     from pymarl_nonmono.hosts.pymarl_family import preflight
 
     monkeypatch.setattr(preflight, "host_config_dir", lambda: epymarl_pristine / "src" / "config")
-    ours = our_host_configs(EPYMARL)
+    ours = EPYMARL.our_configs()
     config = yaml.safe_load((epymarl_pristine / "src" / "config" / "default.yaml").read_text())
     for key, value in yaml.safe_load((ours / "default.yaml").read_text()).items():
         config.setdefault(key, value)
