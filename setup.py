@@ -56,7 +56,10 @@ setup(
         # nx-27017 is a MongoDB wire-protocol server the tracking tests start on loopback; pygame and
         # matplotlib are imported by PyMARL2 itself, which the integration tests run.
         # rliable (report statistics) pins arch<8, and arch 7 fails to import on pandas 3.
-        "test": ["pytest>=7", "nx-27017", "submitit", "tqdm", "matplotlib", "pygame", "rliable>=1.2", "pandas<3"],
+        # gymnasium: EPyMARL imports it on every run (its envs package loads gymma), and the
+        # EPyMARL integration tests run a real EPyMARL.
+        "test": ["pytest>=7", "nx-27017", "submitit", "tqdm", "matplotlib", "pygame", "rliable>=1.2", "pandas<3",
+                 "gymnasium"],
         "bench": ["pymongo", "submitit", "tqdm", "matplotlib", "rliable>=1.2", "pandas<3"],
         # What PyMARL2 itself imports on every run (stag_hunt needs pygame, the action
         # selectors matplotlib); StarCraft's smac and gfootball are installed separately.
