@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 
 from ..errors import check_shape
 
@@ -95,15 +96,22 @@ def exact_check_affordable(n_agents: int, n_actions: int, max_joint_actions: int
 
 @dataclass(frozen=True)
 class IGMRates:
-    """IGM violation rates on one sample of states.
+    """IGM diagnostics on one sample of states.
 
     ``exact``: fraction where some joint action beats the greedy one (``None`` when
     ``A^N`` is above the limit). ``unilateral``: fraction where a single agent's
     deviation beats it; a lower bound of ``exact``, blind to coordinated failures.
+    ``negative_gradient``: fraction of (state, agent) pairs, among agents with a choice
+    (two or more available actions), where dQ_tot/dQ_i < 0 at the greedy joint action.
+    ``worst_greedy``: fraction of the same pairs where the agent's own greedy action is the
+    one of its actions that gives the lowest Q_tot (the others held at their greedy actions):
+    the mirror image of IGM that the sign symmetry of an unconstrained mixer allows.
     """
 
     exact: Optional[float]
     unilateral: float
+    negative_gradient: float
+    worst_greedy: float
 
 
 def _sample_states(agent_q, states, avail, mask, max_points, generator):
@@ -113,25 +121,34 @@ def _sample_states(agent_q, states, avail, mask, max_points, generator):
     check_shape("avail", avail, (b, t, n, a))
     check_shape("mask", mask, (b, t))
     idx = torch.nonzero(mask.reshape(-1) > 0).squeeze(-1)
-    if idx.numel() > max_points:
+    if max_points is not None and idx.numel() > max_points:
         pick = torch.randperm(idx.numel(), generator=generator)[:max_points]
         idx = idx[pick.to(idx.device)]
     return agent_q.reshape(b * t, n, a)[idx], states.reshape(b * t, -1)[idx], avail.reshape(b * t, n, a)[idx]
+
+
+def _candidate_values(q: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+    """The agents' utilities of candidate joint actions: ``q [M, N, A]``, ``candidates
+    [M, K, N]`` -> ``[M, K, N]``."""
+    return torch.gather(q, 2, candidates.transpose(1, 2)).transpose(1, 2)
+
+
+def _scale(x: torch.Tensor) -> torch.Tensor:
+    """Tolerances are relative to |Q_tot| above 1, absolute below."""
+    return x.detach().abs().clamp(min=1.0)
 
 
 def _beaten(mixer, q: torch.Tensor, s: torch.Tensor, av: torch.Tensor, candidates: torch.Tensor,
             tol: float) -> torch.Tensor:
     """``[M]`` bool: some available candidate joint action ``[M, K, N]`` has a higher Q_tot
     than the agents' greedy joint action. ``mixer``: a :class:`~.mixers.Mixer`."""
-    m, k, _ = candidates.shape
     greedy = _greedy(q, av)  # [M, N]
     cand_avail = torch.gather(av, 2, candidates.transpose(1, 2)).transpose(1, 2).bool().all(-1)  # [M, K]
-    cand_q = torch.gather(q, 2, candidates.transpose(1, 2)).transpose(1, 2)  # [M, K, N]
     with torch.no_grad():
-        q_tot = mixer.q_tot_of_candidates(cand_q, s)  # [M, K]
-        greedy_q = mixer.q_tot_of_candidates(torch.gather(q, 2, greedy.unsqueeze(-1)).transpose(1, 2), s).squeeze(-1)
+        q_tot = mixer.q_tot_of_candidates(_candidate_values(q, candidates), s)  # [M, K]
+        greedy_q = mixer.q_tot_of_candidates(_candidate_values(q, greedy.unsqueeze(1)), s).squeeze(-1)
     best = q_tot.masked_fill(~cand_avail, NEG).max(-1).values
-    return best > greedy_q + tol * greedy_q.abs().clamp(min=1.0)
+    return best > greedy_q + tol * _scale(greedy_q)
 
 
 def joint_violations(mixer, q: torch.Tensor, s: torch.Tensor, av: torch.Tensor, tol: float = 1e-6,
@@ -145,6 +162,31 @@ def joint_violations(mixer, q: torch.Tensor, s: torch.Tensor, av: torch.Tensor, 
     return _beaten(mixer, q, s, av, joint_actions(n, a, q.device).unsqueeze(0).expand(m, -1, -1), tol)
 
 
+def deviation_q_tot(mixer, q: torch.Tensor, s: torch.Tensor, av: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Q_tot of the agents' greedy joint action and of every single-agent deviation from it.
+
+    ``q [M, N, A]``, ``s [M, S]``, ``av [M, N, A]`` -> ``greedy [M]`` and ``deviations
+    [M, N, A]``: entry ``(m, i, a)`` is Q_tot at state ``m`` when agent ``i`` takes ``a`` and
+    every other agent its greedy action (so ``a`` = agent i's greedy action gives ``greedy``).
+    Entries of unavailable actions are computed but meaningless: mask them with ``av``.
+    The greedy actions are chosen without gradient; Q_tot stays differentiable in ``q`` and
+    the mixer's parameters, so a penalty can train through it. N*A+1 candidates per state.
+    """
+    m, n, a = q.shape
+    greedy = _greedy(q.detach(), av)  # [M, N]
+    # Row k of the candidates changes agent k // A to action k % A; row 0 is the greedy one.
+    candidates = greedy.unsqueeze(1).repeat(1, n * a + 1, 1)
+    rows = torch.arange(n * a, device=q.device)
+    candidates[:, rows + 1, rows // a] = (rows % a).expand(m, -1)
+    q_tot = mixer.q_tot_of_candidates(_candidate_values(q, candidates), s)  # [M, 1 + N*A]
+    return q_tot[:, 0], q_tot[:, 1:].reshape(m, n, a)
+
+
+def _has_choice(av: torch.Tensor) -> torch.Tensor:
+    """``[M, N]`` bool: the agent has two or more available actions."""
+    return (av != 0).sum(-1) >= 2
+
+
 def unilateral_violations(mixer, q: torch.Tensor, s: torch.Tensor, av: torch.Tensor,
                           tol: float = 1e-6) -> torch.Tensor:
     """``[M]`` bool, some single agent can raise Q_tot by leaving its greedy action.
@@ -153,15 +195,41 @@ def unilateral_violations(mixer, q: torch.Tensor, s: torch.Tensor, av: torch.Ten
     converse (a change of several agents at once can beat the greedy joint action while
     no single change does). Costs N*A mixer evaluations per state instead of A^N.
     """
-    m, n, a = q.shape
-    # Row k of the candidates changes agent k // A to action k % A.
-    candidates = _greedy(q, av).unsqueeze(1).repeat(1, n * a, 1)
-    rows = torch.arange(n * a, device=q.device)
-    candidates[:, rows, rows // a] = (rows % a).expand(m, -1)
-    return _beaten(mixer, q, s, av, candidates, tol)
+    with torch.no_grad():
+        greedy_q, dev = deviation_q_tot(mixer, q, s, av)
+    best = dev.masked_fill(av == 0, NEG).flatten(1).max(-1).values
+    return best > greedy_q + tol * _scale(greedy_q)
 
 
-def _fraction(violated: torch.Tensor) -> float:
+def worst_greedy_actions(mixer, q: torch.Tensor, s: torch.Tensor, av: torch.Tensor,
+                         tol: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
+    """``([M, N] bool, [M, N] bool)``: whether agent i's greedy action gives a lower Q_tot
+    than each of its other available actions (the others held at their greedy actions),
+    and which (state, agent) pairs count (the agent has a choice)."""
+    with torch.no_grad():
+        greedy_q, dev = deviation_q_tot(mixer, q, s, av)
+    own = F.one_hot(_greedy(q, av), q.shape[-1]).bool()
+    others = dev.masked_fill((av == 0) | own, float("inf")).min(-1).values  # [M, N]
+    worst = greedy_q.unsqueeze(-1) < others - tol * _scale(greedy_q).unsqueeze(-1)
+    eligible = _has_choice(av)
+    return worst & eligible, eligible
+
+
+def greedy_mixing_gradients(mixer, q: torch.Tensor, s: torch.Tensor, av: torch.Tensor) -> torch.Tensor:
+    """dQ_tot/dQ_i at the agents' greedy joint action: ``[M, N]`` (``q [M, N, A]``)."""
+    greedy = _greedy(q, av)
+    values = _candidate_values(q.detach(), greedy.unsqueeze(1)).clone().requires_grad_(True)  # [M, 1, N]
+    with torch.enable_grad():
+        q_tot = mixer.q_tot_of_candidates(values, s)
+        if not q_tot.requires_grad:  # piecewise constant in q (a lookup table): zero a.e.
+            return torch.zeros_like(values).squeeze(1)
+        (grad,) = torch.autograd.grad(q_tot.sum(), values)
+    return grad.squeeze(1)
+
+
+def _fraction(violated: torch.Tensor, among: Optional[torch.Tensor] = None) -> float:
+    if among is not None:
+        violated = violated[among]
     return float(violated.float().mean()) if violated.numel() else 0.0
 
 
@@ -176,7 +244,7 @@ def igm_violation_rates(
     tol: float = 1e-6,
     generator: Optional[torch.Generator] = None,
 ) -> IGMRates:
-    """Both violation rates on the same (sampled) valid states, so ``unilateral <= exact``.
+    """Every IGM diagnostic on the same (sampled) valid states, so ``unilateral <= exact``.
 
     ``agent_q`` ``[B, T, N, A]``, ``states`` ``[B, T, S]``, ``avail`` ``[B, T, N, A]``,
     ``mask`` ``[B, T]``. At most ``max_points`` valid states are sampled (with
@@ -187,7 +255,36 @@ def igm_violation_rates(
     _, n, a = q.shape
     exact = (_fraction(joint_violations(mixer, q, s, av, tol, max_joint_actions))
              if exact_check_affordable(n, a, max_joint_actions) else None)
-    return IGMRates(exact=exact, unilateral=_fraction(unilateral_violations(mixer, q, s, av, tol)))
+    worst, eligible = worst_greedy_actions(mixer, q, s, av, tol)
+    negative = greedy_mixing_gradients(mixer, q, s, av) < 0
+    return IGMRates(
+        exact=exact,
+        unilateral=_fraction(unilateral_violations(mixer, q, s, av, tol)),
+        negative_gradient=_fraction(negative, eligible),
+        worst_greedy=_fraction(worst, eligible),
+    )
+
+
+def joint_greedy_actions(mixer, q: torch.Tensor, s: torch.Tensor, av: torch.Tensor,
+                         max_joint_actions: int = EXACT_JOINT_ACTIONS) -> torch.Tensor:
+    """The joint action that maximises Q_tot at each state, over every available joint action.
+
+    ``q [M, N, A]``, ``s [M, S]``, ``av [M, N, A]`` -> ``[M, N]`` (long). A centralised
+    policy: it needs the state and every agent's utilities, so it is an upper bound on
+    what decentralised greedy agents can get from the same value function. Ties go to the
+    first joint action in :func:`joint_actions` order. Refuses ``A^N > max_joint_actions``.
+    """
+    m, n, a = q.shape
+    if not exact_check_affordable(n, a, max_joint_actions):
+        raise ValueError(f"the joint argmax of Q_tot enumerates A^N = {a}^{n} joint actions, above "
+                         f"the limit of {max_joint_actions}")
+    joint = joint_actions(n, a, q.device)  # [K, N]
+    candidates = joint.unsqueeze(0).expand(m, -1, -1)
+    allowed = torch.gather(av, 2, candidates.transpose(1, 2)).transpose(1, 2).bool().all(-1)  # [M, K]
+    with torch.no_grad():
+        q_tot = mixer.q_tot_of_candidates(_candidate_values(q, candidates), s)
+    best = q_tot.masked_fill(~allowed, NEG).argmax(-1)
+    return joint[best]
 
 
 def igm_violation_rate(

@@ -20,6 +20,7 @@ equals ``nmix.Mixer(args, abs=True)`` given the same weights (tests/integration/
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -276,6 +277,47 @@ def make_mixer(
         qmix_pos_func_beta=qmix_pos_func_beta,
         use_orthogonal=use_orthogonal,
     )
+
+
+# ------------------------------------------------------------------ initialisation schemes
+
+#: init(mixer, bias) changes a freshly built mixer's parameters in place. ``default`` leaves
+#: torch's initialisation (or ``use_orthogonal``'s) as it is, drawing no random numbers.
+MixerInit = Callable[[Mixer, float], None]
+MIXER_INITS: Registry[MixerInit] = Registry("mixer_init")
+
+
+def _last_linear(module: nn.Module) -> nn.Linear:
+    layers = [m for m in module.modules() if isinstance(m, nn.Linear)]
+    return layers[-1]
+
+
+@torch.no_grad()
+def _positive_bias(mixer: Mixer, bias: float) -> None:
+    # W1(s) and w2(s) are the hypernetworks' outputs; a positive output bias makes every
+    # mixing weight start positive (Q_tot increasing in every Q_i, as QMIX) while the
+    # state-dependent part keeps its zero-mean spread: near monotonic, never constrained.
+    if not isinstance(mixer, HyperMixer):
+        raise ConfigError(f"mixer_init='positive_bias' needs a hypernetwork mixer; "
+                          f"{type(mixer).__name__} has no mixing weights")
+    for hypernet in (mixer.hyper_w1, mixer.hyper_w2):
+        _last_linear(hypernet).bias.fill_(bias)
+
+
+MIXER_INITS.register("default", lambda mixer, bias: None)
+MIXER_INITS.register("positive_bias", _positive_bias)
+
+
+def init_mixer_(mixer: Mixer, scheme: str, bias: float) -> Mixer:
+    """Apply the initialisation ``scheme`` (a :data:`MIXER_INITS` name) to ``mixer`` in place.
+
+    ``bias``: the output bias of both weight hypernetworks for ``positive_bias`` (> 0);
+    unused by ``default``.
+    """
+    check_choice("mixer_init", scheme, MIXER_INITS.names())
+    check_range("mixer_init_bias", bias, low=0.0, low_open=True, high=math.inf, high_open=True)
+    MIXER_INITS.get(scheme)(mixer, float(bias))
+    return mixer
 
 
 def mixing_gradients(mixer: Mixer, agent_qs: torch.Tensor, states: torch.Tensor) -> torch.Tensor:

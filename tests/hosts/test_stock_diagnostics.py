@@ -48,11 +48,13 @@ class StockLearner:
 
 
 def one_step_batch(b=2):
-    return FakeBatch({"state": torch.ones(b, 2, 1), "avail_actions": torch.ones(b, 2, 2, 3)}, b, 2)
+    return FakeBatch({"state": torch.ones(b, 2, 1), "avail_actions": torch.ones(b, 2, 2, 3),
+                      "filled": torch.tensor([[1], [0]]).expand(b, 2, 1),
+                      "terminated": torch.tensor([[1], [0]]).expand(b, 2, 1)}, b, 2)
 
 
 def args(env="matrix_game", interval=100):
-    return SimpleNamespace(env=env, env_args={"preset": "qtran"}, learner_log_interval=interval)
+    return SimpleNamespace(env=env, env_args={"preset": "qtran"}, learner_log_interval=interval, seed=0)
 
 
 def test_stock_learner_logs_payoff_statistics_at_the_log_interval():
@@ -72,8 +74,35 @@ def test_stock_learner_logs_payoff_statistics_at_the_log_interval():
     assert logger.stats["greedy_joint_index"][0][1] == 0.0
 
 
-def test_no_known_payoff_leaves_the_learner_alone():
-    learner = diag.with_stock_diagnostics(StockLearner)(FixedMAC(), {}, RecordingLogger(), args(env="sc2"))
+def test_without_a_known_payoff_a_plain_mixer_gets_the_batch_rates_only():
+    logger = RecordingLogger()
+    learner = diag.with_stock_diagnostics(StockLearner)(FixedMAC(), {}, logger, args(env="sc2"))
+    learner.train(one_step_batch(), 0, 0)
+    assert set(logger.stats) == {"igm_violation_rate", "igm_violation_rate_lower_bound",
+                                 "negative_mixing_gradient_rate", "worst_greedy_action_rate"}
+    # VDN: dQ_tot/dQ_i = 1 and IGM by construction.
+    assert all(v[0][1] == 0.0 for v in logger.stats.values())
+
+
+class QMixer(torch.nn.Module):  # named as PyMARL2's QMIX mixer; Q_tot = -sum_i Q_i (no abs)
+    def forward(self, qs, states):
+        return -qs.sum(-1, keepdim=True)
+
+
+def test_stock_batch_rates_see_a_mirrored_mixer():
+    logger = RecordingLogger()
+    learner = diag.attach_to_stock_learner(
+        StockLearner(FixedMAC(), {}, logger, args(env="sc2"), mixer=QMixer()), args(env="sc2"))
+    learner.train(one_step_batch(), 0, 0)
+    # Every agent's greedy action is the team's worst; every gradient is -1.
+    assert {k: v[0][1] for k, v in logger.stats.items()} == {
+        "igm_violation_rate": 1.0, "igm_violation_rate_lower_bound": 1.0,
+        "negative_mixing_gradient_rate": 1.0, "worst_greedy_action_rate": 1.0}
+
+
+def test_no_mixer_that_scores_joint_actions_leaves_the_learner_alone():
+    learner = diag.attach_to_stock_learner(
+        StockLearner(FixedMAC(), {}, RecordingLogger(), args(env="sc2"), mixer=QTranBase()), args(env="sc2"))
     assert learner.train.__func__ is StockLearner.train
 
 

@@ -170,3 +170,148 @@ def test_violation_rate_ignores_unavailable_joint_actions():
     avail = torch.tensor([[[[1, 0, 0], [1, 0, 0]]]], dtype=torch.int)
     # Negated sum would prefer actions 1/2, but they are unavailable: no violation.
     assert igm_violation_rate(NegatedSum(2, 1), q, torch.zeros(1, 1, 1), avail, torch.ones(1, 1)) == 0.0
+
+
+# ------------------------------------------------------------- the sign symmetry, and its diagnostics
+
+from itertools import product  # noqa: E402
+
+from pymarl_nonmono.numerics.igm import (  # noqa: E402
+    deviation_q_tot,
+    greedy_mixing_gradients,
+    joint_greedy_actions,
+    worst_greedy_actions,
+)
+from pymarl_nonmono.numerics.mixers import make_mixer  # noqa: E402
+
+
+def hyper(name="nonmono_qmix", n=3, s=5, seed=0):
+    torch.manual_seed(seed)
+    return make_mixer(name, n_agents=n, state_dim=s, embed_dim=8, hypernet_embed=16, hypernet_layers=2,
+                      qmix_pos_func="abs", qmix_pos_func_beta=1.0, use_orthogonal=False)
+
+
+def random_states(m=16, n=3, a=4, s=5, seed=0, p_avail=0.7):
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(m, n, a, generator=g)
+    av = (torch.rand(m, n, a, generator=g) < p_avail).int()
+    av[..., 0] = 1
+    return q, torch.randn(m, s, generator=g), av
+
+
+def test_mirroring_an_agent_leaves_q_tot_unchanged_and_makes_its_greedy_action_the_worst():
+    """The symmetry behind the failure: negate agent 0's utilities and its first-layer weights."""
+    mixer = hyper(n=2, s=3)
+    mirror = hyper(n=2, s=3)
+    mirror.load_state_dict(mixer.state_dict())
+    with torch.no_grad():
+        rows = mirror.hyper_w1[-1]  # output [n_agents * embed] laid out agent-major
+        rows.weight[:8].neg_()
+        rows.bias[:8].neg_()
+    q, s, av = random_states(m=32, n=2, a=3, s=3, p_avail=1.0)
+    flipped = q.clone()
+    flipped[:, 0] = -flipped[:, 0]
+    joint = joint_actions(2, 3)
+    for state in range(32):
+        torch.testing.assert_close(joint_q_table(mixer, q[state], s[state]),
+                                   joint_q_table(mirror, flipped[state], s[state]))
+    # Where agent 0's greedy action was Q_tot's best deviation, its mirrored greedy is the worst.
+    _, dev = deviation_q_tot(mixer, q, s, av)
+    best_for_team = dev[:, 0].argmax(-1) == q[:, 0].argmax(-1)
+    worst, _ = worst_greedy_actions(mirror, flipped, s, av)
+    assert best_for_team.any()
+    assert bool(worst[best_for_team, 0].all())
+    assert joint.shape == (9, 2)
+
+
+def test_deviations_agree_with_a_loop_over_single_agent_changes():
+    mixer = hyper()
+    q, s, av = random_states()
+    greedy_q, dev = deviation_q_tot(mixer, q, s, av)
+    greedy = q.masked_fill(av == 0, float("-inf")).argmax(-1)
+    for m in range(q.shape[0]):
+        base = greedy[m].clone()
+        qs = q[m, torch.arange(3), base].view(1, 1, 3)
+        torch.testing.assert_close(greedy_q[m], mixer(qs, s[m].view(1, 1, -1)).view(()))
+        for i in range(3):
+            for a in range(4):
+                joint = base.clone()
+                joint[i] = a
+                qs = q[m, torch.arange(3), joint].view(1, 1, 3)
+                torch.testing.assert_close(dev[m, i, a], mixer(qs, s[m].view(1, 1, -1)).view(()))
+
+
+def test_deviations_are_differentiable_in_the_utilities_and_the_mixer():
+    mixer = hyper()
+    q, s, av = random_states()
+    q.requires_grad_(True)
+    greedy_q, dev = deviation_q_tot(mixer, q, s, av)
+    (dev.sum() + greedy_q.sum()).backward()
+    assert q.grad.abs().sum() > 0
+    assert all(p.grad is not None for p in mixer.hyper_w1.parameters())
+
+
+def test_negated_sum_has_every_agent_on_its_worst_action_and_every_gradient_negative():
+    q, s, av = random_states(m=8, p_avail=1.0)
+    mixer = NegatedSum(3, 5)
+    worst, eligible = worst_greedy_actions(mixer, q, s, av)
+    assert bool(eligible.all()) and bool(worst.all())
+    torch.testing.assert_close(greedy_mixing_gradients(mixer, q, s, av), -torch.ones(8, 3))
+    worst, _ = worst_greedy_actions(VDNMixer(3, 5), q, s, av)
+    assert not bool(worst.any())
+
+
+def test_worst_greedy_and_gradient_rates_count_only_agents_with_a_choice():
+    b, t, n, a = 2, 3, 3, 4
+    q = torch.randn(b, t, n, a)
+    av = torch.ones(b, t, n, a, dtype=torch.int)
+    av[..., 1:, 1:] = 0  # agents 1 and 2 have only action 0 (dead units' no-op)
+    rates = igm_violation_rates(NegatedSum(3, 5), q, torch.randn(b, t, 5), av, torch.ones(b, t))
+    assert rates.worst_greedy == 1.0 and rates.negative_gradient == 1.0
+    av[..., 0, 1:] = 0  # nobody has a choice: nothing to count
+    rates = igm_violation_rates(NegatedSum(3, 5), q, torch.randn(b, t, 5), av, torch.ones(b, t))
+    assert rates.worst_greedy == 0.0 and rates.negative_gradient == 0.0
+
+
+def test_monotonic_mixer_rates_are_zero_and_unconstrained_init_is_about_half():
+    q, s, av = random_states(m=256, p_avail=1.0)
+    grads = greedy_mixing_gradients(hyper("qmix"), q, s, av)
+    assert bool((grads >= 0).all())
+    share = float((greedy_mixing_gradients(hyper("nonmono_qmix"), q, s, av) < 0).float().mean())
+    assert 0.2 < share < 0.8  # torch's zero-mean init: either sign
+
+
+def joint_argmax_by_loops(mixer, q, s, av):
+    m, n, a = q.shape
+    out = []
+    for k in range(m):
+        best, arg = float("-inf"), None
+        for joint in product(range(a), repeat=n):
+            if not all(av[k, i, j] for i, j in enumerate(joint)):
+                continue
+            qs = q[k, torch.arange(n), torch.tensor(joint)].view(1, 1, n)
+            with torch.no_grad():
+                value = float(mixer(qs, s[k].view(1, 1, -1)))
+            if value > best:
+                best, arg = value, joint
+        out.append(arg)
+    return torch.tensor(out)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_joint_greedy_actions_agree_with_a_loop_over_every_available_joint_action(seed):
+    mixer = hyper(seed=seed)
+    q, s, av = random_states(seed=seed)
+    torch.testing.assert_close(joint_greedy_actions(mixer, q, s, av), joint_argmax_by_loops(mixer, q, s, av))
+
+
+def test_joint_greedy_differs_from_the_agents_greedy_where_igm_fails():
+    q, s, av = random_states(m=4, p_avail=1.0)
+    acted = joint_greedy_actions(NegatedSum(3, 5), q, s, av)
+    torch.testing.assert_close(acted, q.argmin(-1))  # -sum is maximised by each agent's lowest utility
+
+
+def test_joint_greedy_refuses_more_joint_actions_than_it_can_score():
+    q, s, av = random_states(m=2, n=3, a=17)
+    with pytest.raises(ValueError, match=r"17\^3 joint actions, above the limit of 4096"):
+        joint_greedy_actions(VDNMixer(3, 5), q, s, av)

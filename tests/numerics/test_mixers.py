@@ -339,3 +339,62 @@ def test_shape_errors_name_expected_shape(qs, states, match):
     mixer = make_mixer("nonmono_qmix", n_agents=3, state_dim=5, **OPTIONS)
     with pytest.raises(ValueError, match=match):
         mixer(torch.zeros(qs), torch.zeros(states))
+
+
+# ------------------------------------------------------------------ initialisation schemes
+
+from pymarl_nonmono.numerics.mixers import MIXER_INITS, init_mixer_  # noqa: E402
+
+HYPER_MIXERS = [name for name in MIXERS.names() if name != "vdn"]
+
+
+@pytest.mark.parametrize("scheme", MIXER_INITS.names())
+@pytest.mark.parametrize("name", HYPER_MIXERS)
+def test_every_init_scheme_applies_to_every_hypernetwork_mixer(scheme, name):
+    torch.manual_seed(0)
+    mixer = init_mixer_(make_mixer(name, n_agents=3, state_dim=5, **OPTIONS), scheme, 0.5)
+    assert torch.isfinite(mixer(torch.randn(2, 4, 3), torch.randn(2, 4, 5))).all()
+
+
+def test_default_init_changes_nothing_and_draws_no_random_numbers():
+    torch.manual_seed(0)
+    plain = make_mixer("nonmono_qmix", n_agents=3, state_dim=5, **OPTIONS)
+    after_plain = torch.rand(1)
+    torch.manual_seed(0)
+    inited = init_mixer_(make_mixer("nonmono_qmix", n_agents=3, state_dim=5, **OPTIONS), "default", 0.5)
+    assert torch.rand(1) == after_plain
+    for a, b in zip(plain.state_dict().values(), inited.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_positive_bias_sets_both_weight_hypernetworks_output_bias_and_nothing_else():
+    torch.manual_seed(0)
+    plain = make_mixer("nonmono_qmix", n_agents=3, state_dim=5, **OPTIONS)
+    torch.manual_seed(0)
+    inited = init_mixer_(make_mixer("nonmono_qmix", n_agents=3, state_dim=5, **OPTIONS), "positive_bias", 0.7)
+    changed = {k for k, v in plain.state_dict().items() if not torch.equal(v, inited.state_dict()[k])}
+    assert changed == {"hyper_w1.2.bias", "hyper_w2.2.bias"}
+    assert bool((inited.hyper_w1[2].bias == 0.7).all()) and bool((inited.hyper_w2[2].bias == 0.7).all())
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_positive_bias_starts_near_monotonic_where_the_default_is_half_negative(layers):
+    def negative_share(scheme):
+        torch.manual_seed(1)
+        options = dict(OPTIONS, hypernet_layers=layers)
+        mixer = init_mixer_(make_mixer("nonmono_qmix", n_agents=3, state_dim=68, **options), scheme, 0.5)
+        grads = mixing_gradients(mixer, torch.randn(64, 4, 3), torch.randn(64, 4, 68))
+        return float((grads < 0).float().mean())
+
+    assert negative_share("default") > 0.2
+    assert negative_share("positive_bias") < 0.05
+
+
+def test_positive_bias_refuses_a_mixer_without_mixing_weights_and_a_bad_bias():
+    with pytest.raises(ConfigError, match="positive_bias.*VDNMixer"):
+        init_mixer_(VDNMixer(3, 5), "positive_bias", 0.5)
+    mixer = make_mixer("nonmono_qmix", n_agents=3, state_dim=5, **OPTIONS)
+    with pytest.raises(ConfigError, match=r"mixer_init_bias=0\.0 is outside"):
+        init_mixer_(mixer, "positive_bias", 0.0)
+    with pytest.raises(ConfigError, match=r"mixer_init='positve_bias'.*did you mean 'positive_bias'"):
+        init_mixer_(mixer, "positve_bias", 0.5)

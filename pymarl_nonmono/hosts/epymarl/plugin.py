@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ...errors import ConfigError
 from ..pymarl_family import preflight
-from ..pymarl_family.registration import LEARNER, MAC, SELECTOR, register_learning
+from ..pymarl_family.registration import LEARNER, MAC, SELECTOR, register_learning, register_runners
 from ..pymarl_family.signals import record_sigterm_as_interrupt
 from ..spec import EPYMARL
 from .settings import SETTINGS_CLASSES, TeamRewardSettings
@@ -34,6 +34,7 @@ def activate() -> list[str]:
     import controllers
     import envs
     import learners
+    import runners
     from components import action_selectors
 
     from ...envs.football import make_football_env
@@ -43,6 +44,7 @@ def activate() -> list[str]:
     from .envs import for_epymarl
 
     register_learning(learners.REGISTRY, controllers.REGISTRY, action_selectors.REGISTRY, NonMonoLearner, NonMonoMAC)
+    register_runners(runners.REGISTRY)
     record_sigterm_as_interrupt()
     for name, factory in zip(ENVS, (make_matrix_game, make_football_env)):
         envs.REGISTRY.setdefault(name, for_epymarl(factory))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ...errors import ConfigError
 from ..pymarl_family.preflight import host_config_dir, stop_on_unknown_with_keys
-from ..pymarl_family.registration import LEARNER, MAC, SELECTOR, register_learning
+from ..pymarl_family.registration import LEARNER, MAC, SELECTOR, register_learning, register_runners
 from ..pymarl_family.signals import record_sigterm_as_interrupt
 from ..spec import PYMARL2
 from .preflight import PreflightError, check_config, check_environment
@@ -41,7 +41,11 @@ def _with_preflight(run_fn):
             # SystemExit bypasses sacred's traceback printer: the user sees one message,
             # and sacred still records the run as failed, with the message.
             raise SystemExit(f"pymarl-nonmono: {exc}") from None
-        return run_fn(_run, _config, _log)
+        try:
+            return run_fn(_run, _config, _log)
+        except ConfigError as exc:
+            # Checks that need the env's sizes (e.g. test_joint_greedy) run once it is built.
+            raise SystemExit(f"pymarl-nonmono: {exc}") from None
 
     run._nonmono_preflight = True
     return run
@@ -51,6 +55,7 @@ def activate() -> list[str]:
     import controllers
     import envs
     import learners
+    import runners
     import run as host_run
     from components import action_selectors
 
@@ -61,6 +66,7 @@ def activate() -> list[str]:
     from .learner import NonMonoLearner
 
     register_learning(learners.REGISTRY, controllers.REGISTRY, action_selectors.REGISTRY, NonMonoLearner, NonMonoMAC)
+    register_runners(runners.REGISTRY)
     record_sigterm_as_interrupt()
     # Host env registry values are factories called with **env_args.
     envs.REGISTRY.setdefault("matrix_game", make_matrix_game)

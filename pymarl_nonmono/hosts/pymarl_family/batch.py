@@ -36,6 +36,15 @@ class Episodes:
         return self.reward.shape[1]
 
 
+def transition_mask(batch) -> torch.Tensor:
+    """``[B, T]``: 1 for the real transitions of each episode, 0 for padding."""
+    terminated = batch["terminated"][:, :-1].float().squeeze(-1)
+    mask = batch["filled"][:, :-1].float().squeeze(-1)
+    # A step after the terminal one is not part of the episode even if "filled".
+    mask[:, 1:] = mask[:, 1:] * (1 - terminated[:, :-1])
+    return mask
+
+
 def episodes_from_batch(batch, with_probs: bool = False) -> Episodes:
     reward_width = batch["reward"].shape[-1]
     if reward_width != 1:
@@ -43,9 +52,7 @@ def episodes_from_batch(batch, with_probs: bool = False) -> Episodes:
         raise ValueError(f"the batch has {reward_width} rewards per step, not one team reward: "
                          f"our learner needs common_reward=True")
     terminated = batch["terminated"][:, :-1].float().squeeze(-1)
-    mask = batch["filled"][:, :-1].float().squeeze(-1)
-    # A step after the terminal one is not part of the episode even if "filled".
-    mask[:, 1:] = mask[:, 1:] * (1 - terminated[:, :-1])
+    mask = transition_mask(batch)
     return Episodes(
         obs=batch["obs"],
         state=batch["state"].reshape(batch["state"].shape[0], batch["state"].shape[1], -1),

@@ -20,6 +20,7 @@ from typing import Callable, Mapping, Optional
 
 import torch
 
+from ...numerics.igm import joint_greedy_actions
 from ...numerics.recurrent import GRUAgentParts, unroll_gru
 from ...numerics.selection import make_selector
 from ...numerics.targets import needs_behaviour_probs
@@ -79,15 +80,35 @@ class NonMonoMAC:
         parts_of = protocol.unrollable.get(self.settings.agent) if agent_builder is None else None
         self._unroll_parts: Optional[GRUAgentParts] = parts_of(self.agent) if parts_of else None
         self._unroll_verified = False
+        # Joint-greedy tests: the learner's mixer, and whether test episodes act on it now.
+        self.mixer = None
+        self.joint_greedy = False
+
+    def attach_mixer(self, mixer) -> None:
+        """The mixer whose joint argmax joint-greedy test episodes act on (the learner's)."""
+        self.mixer = mixer
 
     # -- acting -------------------------------------------------------------------
     def select_actions(self, ep_batch, t_ep, t_env, bs=slice(None), test_mode=False):
         avail = ep_batch["avail_actions"][:, t_ep]
         qvals = self.forward(ep_batch, t_ep, test_mode=test_mode)
+        if test_mode and self.joint_greedy:
+            return self._joint_greedy(ep_batch, t_ep, qvals, avail, bs)
         actions, probs = self.action_selector.select(qvals[bs], avail[bs], t_env, test_mode=test_mode)
         if self.record_probs and not test_mode:
             ep_batch.update({"probs": probs.detach().to("cpu")}, bs=bs, ts=t_ep, mark_filled=False)
         return actions
+
+    def _joint_greedy(self, ep_batch, t_ep, qvals, avail, bs):
+        """The joint action that maximises the mixer's Q_tot at the state: centralised, for
+        evaluation only (hosts/pymarl_family/evaluation.py)."""
+        if self.mixer is None:
+            raise RuntimeError("nonmono_mac: joint-greedy test episodes need the learner's mixer; "
+                               "none was attached (mac.attach_mixer)")
+        state = ep_batch["state"][:, t_ep][bs]
+        with torch.no_grad():
+            return joint_greedy_actions(self.mixer, qvals[bs].detach(), state.reshape(state.shape[0], -1),
+                                        avail[bs])
 
     def forward(self, ep_batch, t, test_mode=False):
         if test_mode:

@@ -28,6 +28,7 @@ from ...envs.matrix import resolve_payoff
 from ...errors import check_shape
 from ...numerics.igm import igm_summary, igm_violation_rates, joint_actions, joint_q_table
 from ...registry import Registry
+from .batch import transition_mask
 
 log = logging.getLogger(__name__)
 
@@ -92,16 +93,26 @@ class IGMDiagnostics:
         ``igm_violation_rate`` only where it is exact (every joint action checked);
         ``igm_violation_rate_lower_bound`` (single-agent deviations) always, on the same
         sampled states, so the two are comparable where both exist and large games still
-        get a number whose name says what it is.
+        get a number whose name says what it is; ``negative_mixing_gradient_rate`` and
+        ``worst_greedy_action_rate`` on the same states, over the agents that have a choice.
         """
-        rates = igm_violation_rates(
-            mixer, q[:, :-1], ep.state[:, :-1], ep.avail_actions[:, :-1], ep.mask, generator=self.generator
-        )
-        stats = {"igm_violation_rate_lower_bound": rates.unilateral}
-        if rates.exact is not None:
-            stats["igm_violation_rate"] = rates.exact
+        stats = self.rates(mixer, q, ep.state, ep.avail_actions, ep.mask)
         if self.payoff is not None:
             stats.update(payoff_stats(mixer, q[0, 0], ep.state[0, 0], ep.avail_actions[0, 0], self.payoff))
+        return stats
+
+    def rates(self, mixer, q: torch.Tensor, state: torch.Tensor, avail: torch.Tensor, mask: torch.Tensor) -> dict:
+        """The batch-level statistics of :meth:`__call__`: ``q``, ``avail`` ``[B, T+1, N, A]``,
+        ``state`` ``[B, T+1, ...]``, ``mask`` ``[B, T]``; ``mixer`` needs ``q_tot_of_candidates``."""
+        state = state.reshape(state.shape[0], state.shape[1], -1)
+        rates = igm_violation_rates(mixer, q[:, :-1], state[:, :-1], avail[:, :-1], mask, generator=self.generator)
+        stats = {
+            "igm_violation_rate_lower_bound": rates.unilateral,
+            "negative_mixing_gradient_rate": rates.negative_gradient,
+            "worst_greedy_action_rate": rates.worst_greedy,
+        }
+        if rates.exact is not None:
+            stats["igm_violation_rate"] = rates.exact
         return stats
 
 
@@ -134,6 +145,41 @@ for _name in ("Mixer", "QMixer", "VDNMixer", "QattenMixer"):  # nmix, qmix, vdn,
 STOCK_Q_TOT.register("DMAQer", _dueling)
 
 
+class StockCandidates:
+    """A stock mixer called as ``mixer(utilities [B, T, N], states [B, T, S])`` (nmix, QMIX, VDN,
+    Qatten), seen through our mixers' ``q_tot_of_candidates`` so the batch diagnostics apply."""
+
+    def __init__(self, mixer) -> None:
+        self.mixer = mixer
+
+    def q_tot_of_candidates(self, agent_qs: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
+        m, k, _ = agent_qs.shape
+        # Stock mixers reshape with .view: hand them contiguous tensors.
+        states = states.reshape(m, 1, -1).expand(m, k, -1).contiguous()
+        return self.mixer(agent_qs.contiguous(), states).reshape(m, k)
+
+
+# Stock mixer classes (by name) that StockCandidates can call; QPLEX's DMAQer needs the agents'
+# maxima and actions as well, QTRAN's joint network the whole batch.
+BATCH_DIAGNOSABLE = ("Mixer", "QMixer", "VDNMixer", "QattenMixer")
+
+
+def stock_agent_q(mac, batch) -> torch.Tensor:
+    """A stock controller's Q-values over a whole batch: ``[B, T+1, N, A]``, step by step as
+    its own learner computes them."""
+    # The runner re-initialises the shared controller's hidden state before its next episode.
+    mac.init_hidden(batch.batch_size)
+    return torch.stack([mac.forward(batch, t=t) for t in range(batch.max_seq_length)], dim=1)
+
+
+def stock_batch_stats(learner, batch, diagnostics: IGMDiagnostics) -> dict:
+    """The batch-level IGM statistics of a stock learner with a plain mixer, after its update."""
+    with torch.no_grad():
+        q = stock_agent_q(learner.mac, batch).detach().float()
+    return diagnostics.rates(StockCandidates(learner.mixer), q, batch["state"], batch["avail_actions"],
+                             transition_mask(batch))
+
+
 def stock_payoff_stats(learner, batch, payoff: torch.Tensor) -> dict:
     """Known-payoff statistics of a stock learner at the first state of ``batch``."""
     fn = STOCK_Q_TOT.get(type(learner.mixer).__name__)
@@ -149,17 +195,22 @@ def stock_payoff_stats(learner, batch, payoff: torch.Tensor) -> dict:
 
 
 def attach_to_stock_learner(learner, args):
-    """Log the known-payoff statistics after ``learner.train`` every ``learner_log_interval``
-    env steps, on games with a known payoff. Returns the learner."""
+    """Log our IGM statistics after ``learner.train`` every ``learner_log_interval`` env steps:
+    the batch-level rates where the stock mixer can score candidate joint actions
+    (:data:`BATCH_DIAGNOSABLE`), the known-payoff statistics on games with a known payoff
+    (:data:`STOCK_Q_TOT`). Both after the learner's step: one parameter version. Returns the learner."""
     payoff = payoff_of(args.env, args.env_args)
-    if payoff is None:
-        return learner
     mixer = getattr(learner, "mixer", None)
     name = type(mixer).__name__
-    if mixer is None or name not in STOCK_Q_TOT:
-        log.warning("IGM diagnostics: not available for learner %s (mixer %s has no Q_tot of agent values)",
-                    type(learner).__name__, name if mixer is not None else "none")
+    on_batch = mixer is not None and name in BATCH_DIAGNOSABLE
+    on_payoff = payoff is not None and mixer is not None and name in STOCK_Q_TOT
+    if not (on_batch or on_payoff):
+        # A warning where the payoff tables were expected, a note elsewhere (policy-gradient learners).
+        log.log(logging.WARNING if payoff is not None else logging.INFO,
+                "IGM diagnostics: not available for learner %s (mixer %s cannot score joint actions)",
+                type(learner).__name__, name if mixer is not None else "none")
         return learner
+    diagnostics = IGMDiagnostics(args.env, args.env_args, seed=int(args.seed))
     interval = args.learner_log_interval
     train = learner.train
     last = [-interval - 1]
@@ -168,7 +219,10 @@ def attach_to_stock_learner(learner, args):
     def train_and_diagnose(batch, t_env, episode_num, *rest, **kwargs):
         out = train(batch, t_env, episode_num, *rest, **kwargs)
         if t_env - last[0] >= interval:
-            for key, value in stock_payoff_stats(learner, batch, payoff).items():
+            stats = stock_batch_stats(learner, batch, diagnostics) if on_batch else {}
+            if on_payoff:
+                stats.update(stock_payoff_stats(learner, batch, payoff))
+            for key, value in stats.items():
                 learner.logger.log_stat(key, value, t_env)
             last[0] = t_env
         return out

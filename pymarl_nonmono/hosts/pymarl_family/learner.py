@@ -17,7 +17,8 @@ import os
 
 import torch
 
-from ...numerics.mixers import make_mixer
+from ...numerics.mixers import init_mixer_, make_mixer
+from ...numerics.penalties import igm_hinge, monotonicity_hinge
 from ...numerics.rnd import RND, combine_rewards
 from ...numerics.schedules import make_schedule
 from ...numerics.targets import (
@@ -57,7 +58,10 @@ class NonMonoLearner:
             qmix_pos_func_beta=self.cfg.qmix_pos_func_beta,
             use_orthogonal=self.cfg.use_orthogonal,
         )
+        init_mixer_(self.mixer, self.cfg.mixer_init, self.cfg.mixer_init_bias)
         self.target_mixer = copy.deepcopy(self.mixer)
+        # Joint-greedy tests (test_joint_greedy) act on the joint argmax of this mixer.
+        mac.attach_mixer(self.mixer)
         self.target_mac = copy.deepcopy(mac)
         self.params = list(mac.parameters()) + list(self.mixer.parameters())
         if self.cfg.optimizer == "adam":
@@ -85,6 +89,8 @@ class NonMonoLearner:
             )
         self.with_probs = needs_behaviour_probs(self.cfg.td_bootstrap)
         self.diagnostics = IGMDiagnostics(args.env, args.env_args, seed=int(args.seed))
+        # Its own stream, as the diagnostics': switching a penalty on does not shift the run's.
+        self.penalty_generator = torch.Generator().manual_seed(int(args.seed) + 1)
         self.last_target_update_episode = 0
         self.episodes_since_target_update = self.last_episode_num = self.target_update_count = 0  # see _episodes_elapsed
         self.log_stats_t = -self.cfg.learner_log_interval - 1
@@ -118,7 +124,12 @@ class NonMonoLearner:
             weights = torch.as_tensor(episode_weights, dtype=sq.dtype, device=sq.device).view(-1, 1)
             sq = sq * weights
         mask_sum = mask.sum().clamp(min=1.0)
-        loss = sq.sum() / mask_sum
+        loss_td = sq.sum() / mask_sum
+        loss, penalty_stats = self._with_penalties(loss_td, q, chosen, q_tot, ep)
+
+        log_now = t_env - self.log_stats_t >= self.cfg.learner_log_interval
+        # Before the step: the diagnostics see the parameters that produced this loss.
+        diagnostics = self.diagnostics(self.mixer, q.detach(), ep) if log_now else {}
 
         self.optimiser.zero_grad()
         loss.backward()
@@ -131,11 +142,11 @@ class NonMonoLearner:
             self._update_targets()
             self.last_target_update_episode = episode_num
 
-        if t_env - self.log_stats_t >= self.cfg.learner_log_interval:
+        if log_now:
             n = mask_sum.item()
             n_agents = int(self.args.n_agents)
             stats = {
-                "loss_td": loss.item(),
+                "loss_td": loss_td.item(),
                 "grad_norm": float(grad_norm),
                 # Names shared with PyMARL2's nq_learner carry its formulas, so `report` can put
                 # runs side by side: its "td_error_abs" is the (PER-weighted) masked mean of
@@ -149,7 +160,8 @@ class NonMonoLearner:
                 "joint_target_mean": (targets * mask).sum().item() / n,
                 "target_update_count": float(self.target_update_count),
                 **rnd_stats,
-                **self.diagnostics(self.mixer, q.detach(), ep),
+                **penalty_stats,
+                **diagnostics,
             }
             temperature = getattr(self.mac.action_selector, "temperature", None)
             if temperature is not None:
@@ -159,6 +171,22 @@ class NonMonoLearner:
             self.log_stats_t = t_env
 
         return td_error, mask, ep
+
+    def _with_penalties(self, loss_td, q, chosen, q_tot, ep):
+        """The loss with the symmetry-breaking penalties that are on, and their values."""
+        loss, stats = loss_td, {}
+        if self.cfg.monotonicity_penalty > 0:
+            hinge = monotonicity_hinge(q_tot, chosen, ep.mask)
+            loss = loss + self.cfg.monotonicity_penalty * hinge
+            stats["monotonicity_hinge"] = hinge.item()
+        if self.cfg.igm_penalty > 0:
+            hinge = igm_hinge(self.mixer, q[:, :-1], ep.state[:, :-1], ep.avail_actions[:, :-1], ep.mask,
+                              generator=self.penalty_generator)
+            loss = loss + self.cfg.igm_penalty * hinge
+            stats["igm_hinge"] = hinge.item()
+        if stats:
+            stats["loss_total"] = loss.item()
+        return loss, stats
 
     def targets(self, ep, q, target_q, t_env: int):
         """λ-returns ``[B, T]`` for episodes ``ep`` given online and target agent Q-values

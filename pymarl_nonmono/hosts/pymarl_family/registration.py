@@ -33,3 +33,12 @@ def register_learning(
     controllers[MAC] = mac_cls
     # setdefault: a host that someday ships its own "softmax" keeps it.
     selectors.setdefault(SELECTOR, HostSelector)
+
+
+def register_runners(runners: MutableMapping[str, type]) -> None:
+    """Wrap every host runner so that ``test_joint_greedy=True`` adds joint-greedy test
+    episodes (:mod:`.evaluation`); with the key off (the default) the runner is the host's."""
+    from .evaluation import with_joint_greedy_tests
+
+    for name, cls in list(runners.items()):
+        runners[name] = with_joint_greedy_tests(cls)

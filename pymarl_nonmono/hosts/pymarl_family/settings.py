@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
 from ...errors import ConfigError, check_bool, check_choice, check_int, check_range
-from ...numerics.mixers import MIXERS, check_mixer_options
+from ...numerics.mixers import MIXER_INITS, MIXERS, check_mixer_options
 from ...numerics.schedules import SCHEDULES
 from ...numerics.selection import SELECTORS
 from ...numerics.targets import BOOTSTRAPS
@@ -134,9 +134,21 @@ class LearnerSettings:
     grad_norm_clip: float
     target_update_interval: int
     learner_log_interval: int
+    # Breaking the sign symmetry of an unconstrained mixer (docs/sign_symmetry.md).
+    mixer_init: str
+    mixer_init_bias: float
+    monotonicity_penalty: float
+    igm_penalty: float
 
     def validate(self) -> None:
         check_choice("mixer", self.mixer, MIXERS.names())
+        check_choice("mixer_init", self.mixer_init, MIXER_INITS.names())
+        check_range("mixer_init_bias", self.mixer_init_bias, low=0.0, low_open=True)
+        if self.mixer == "vdn" and self.mixer_init != "default":
+            raise ConfigError(f"mixer_init={self.mixer_init!r} needs a mixer with mixing weights; "
+                              f"mixer='vdn' has none (leave mixer_init at 'default')")
+        check_range("monotonicity_penalty", self.monotonicity_penalty, low=0.0)
+        check_range("igm_penalty", self.igm_penalty, low=0.0)
         check_int("mixing_embed_dim", self.mixing_embed_dim, 1)
         check_int("hypernet_embed", self.hypernet_embed, 1)
         if isinstance(self.hypernet_layers, bool) or self.hypernet_layers not in (1, 2):
