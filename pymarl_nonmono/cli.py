@@ -103,6 +103,9 @@ def _add_bench_parser(sub, path_help: str) -> None:
                    help="env config(s), same form; e.g. 'sc2 env_args.map_name=3m' (label: the map name) or, on "
                         "EPyMARL, 'gymma env_args.key=lbforaging:Foraging-8x8-2p-3f-v3' (label: the id after ':')")
     p.add_argument("--seeds", metavar="LIST", help="seeds: 1,2,3 or 1-5")
+    p.add_argument("--only", action="append", default=[], metavar="LABELS",
+                   help="run only the algorithm and/or environment entries with these labels (comma-separated, "
+                        "repeatable): a piece of a long sweep, under the sweep's own name")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="Sacred override for every run (repeatable)")
     p.add_argument("--name", metavar="ID", help="sweep id (default: the file's name, else derived from the sweep's content)")
     p.add_argument("--workers", type=int, metavar="N", help="runs at a time (default: the file's, else 1)")
@@ -291,7 +294,7 @@ def _bench(args, path: str) -> int:
         raise UsageError(f"bench needs a sweep: --sweep FILE and/or --alg/--env/--seeds (see {PROG} bench --help)")
     if args.workers is not None and args.workers < 1:
         raise UsageError(f"--workers must be at least 1, got {args.workers}")
-    sweep = build_sweep(args.sweep, algs=args.alg, envs=args.env, seeds=args.seeds, sets=args.set, name=args.name,
+    sweep = build_sweep(args.sweep, algs=args.alg, envs=args.env, seeds=args.seeds, sets=args.set, name=args.name, only=args.only,
                         workers=args.workers)
     workers = sweep.workers or 1
     prepared = prepare(sweep, path, host_spec=host_named(args.host) if args.host else None, out_dir=args.out,

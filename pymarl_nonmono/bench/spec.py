@@ -318,8 +318,11 @@ def load_sweep_file(path: str | Path) -> dict:
 
 def build_sweep(file: Optional[str | Path] = None, *, algs: Sequence[str] = (), envs: Sequence[str] = (),
                 seeds: Optional[str] = None, sets: Sequence[str] = (), name: Optional[str] = None,
-                workers: Optional[int] = None) -> Sweep:
-    """The sweep from a file and/or command-line values (see the module docstring)."""
+                workers: Optional[int] = None, only: Sequence[str] = ()) -> Sweep:
+    """The sweep from a file and/or command-line values (see the module docstring).
+
+    ``only``: labels of algorithm or environment entries to keep (a piece of a long sweep:
+    the sweep keeps its name, so its runs are found and reported together)."""
     data = load_sweep_file(file) if file else {}
     where = f"sweep file {file}" if file else "command line"
 
@@ -350,6 +353,8 @@ def build_sweep(file: Optional[str | Path] = None, *, algs: Sequence[str] = (), 
         if dupes:
             raise SweepError(f"{kind} label(s) {dupes} appear twice; give each entry its own label "
                              f"(NAME:LABEL on the command line, 'label:' in the file)")
+    if only:
+        alg_entries, env_entries = _only(only, alg_entries, env_entries)
     for where_, pairs in [("set", common)] + [(f"{e.label}'s set", e.overrides) for e in alg_entries + env_entries]:
         taken = sorted({k for k, _ in pairs if k.split(".")[0] in TAG_KEYS})
         if taken:
@@ -372,6 +377,22 @@ def build_sweep(file: Optional[str | Path] = None, *, algs: Sequence[str] = (), 
         raise SweepError(f"{where}: host must be one of {', '.join(HOSTS)}, got {host!r}")
     return Sweep(sweep_name, alg_entries, env_entries, seed_list, common, data.get("mongo_url"), data.get("mongo_db"),
                  workers or file_workers, named, str(file) if file else None, host)
+
+
+def _only(labels: Sequence[str], algs: list, envs: list) -> tuple[list, list]:
+    """Keep the entries named in ``labels``; a kind none of them names is kept whole."""
+    wanted = [label for text in labels for label in str(text).split(",") if label]
+    known = [e.label for e in algs + envs]
+    for label in wanted:
+        if label not in known:
+            hint = difflib.get_close_matches(label, known, 1)
+            raise SweepError(f"--only {label!r} is not a label of this sweep" + (f" (did you mean {hint[0]!r}?)" if hint
+                             else "") + f"; its labels: {', '.join(known)}")
+    picked = []
+    for entries in (algs, envs):
+        chosen = [e for e in entries if e.label in wanted]
+        picked.append(chosen or entries)
+    return picked[0], picked[1]
 
 
 # --------------------------------------------------------------------------- host checks

@@ -219,3 +219,16 @@ def test_matrix_study_sets_what_the_shipped_matrix_config_says():
     ours_only = {"temperature_anneal_time"}
     assert changed and {k: study.get(k) for k in changed - ours_only} == {k: shipped[k] for k in changed - ours_only}
     assert {k: v for k, v in study.items() if k in shipped} == {k: shipped[k] for k in study if k in shipped}
+
+
+def test_only_keeps_the_named_entries_of_each_kind_under_the_sweeps_own_name(tmp_path):
+    path = write(tmp_path, SWEEP_YAML)
+    whole = build_sweep(path)
+    piece = build_sweep(path, only=["3s5z_vs_3s6z"])
+    assert piece.name == whole.name == "matrix-smoke"
+    assert [e.label for e in piece.envs] == ["3s5z_vs_3s6z"] and [a.label for a in piece.algs] == ["nonmono_qmix", "qmix_episode"]
+    both = build_sweep(path, only=["qmix_episode,one_step_matrix_game"])
+    assert [(r.alg.label, r.env.label) for r in both.runs()][:1] == [("qmix_episode", "one_step_matrix_game")]
+    assert {r.key for r in both.runs()} <= {r.key for r in whole.runs()}  # same run keys: resumable, reportable
+    with pytest.raises(SweepError, match=r"--only 'qmix_epsiode' is not a label.*did you mean 'qmix_episode'"):
+        build_sweep(path, only=["qmix_epsiode"])
