@@ -57,7 +57,7 @@ def random_batch(B=4, T=6, N=3, A=4, obs_dim=5, state_dim=7, seed=0) -> FakeBatc
     filled = torch.zeros(B, T + 1, 1, dtype=torch.long)
     terminated = torch.zeros(B, T + 1, 1, dtype=torch.uint8)
     for b, L in enumerate(lengths.tolist()):
-        filled[b, :L] = 1
+        filled[b, :L + 1] = 1  # the runners fill the final state's row too
         terminated[b, L - 1] = 1
     avail = (torch.rand(B, T + 1, N, A, generator=g) > 0.3).int()
     avail[..., 0] = 1
@@ -86,8 +86,9 @@ def episode_batch(lengths, truncated=None, time_limit=None, N=3, A=4, obs_dim=5,
     controller chose there (the action a SARSA target bootstraps from). The runners mark
     ``filled`` on rows 0..L, the final state's row included. ``terminated`` is 1 at row L-1,
     except for a ``truncated`` episode: it hit the time limit (the env's
-    ``info["episode_limit"]``) and the runners store 0, so its length must equal
-    ``time_limit`` (default: the longest episode). Rows after L are the buffer's zeros.
+    ``info["episode_limit"]``) and the runners store 0; it may be shorter than
+    ``time_limit`` (default: the longest episode), the buffer's length, when the env cut
+    it at a limit of its own. Rows after L are the buffer's zeros.
     The buffer holds ``time_limit + 1`` rows; like run.py (``max_t_filled``) the batch is cut
     to the longest episode's ``L + 1`` rows unless ``cut=False``.
     """
@@ -96,9 +97,6 @@ def episode_batch(lengths, truncated=None, time_limit=None, N=3, A=4, obs_dim=5,
     time_limit = max(lengths) if time_limit is None else int(time_limit)
     if len(truncated) != len(lengths) or min(lengths) < 1 or max(lengths) > time_limit:
         raise ValueError(f"lengths={lengths} must be >= 1 and <= time_limit={time_limit}, one truncated flag each")
-    for L, trunc in zip(lengths, truncated):
-        if trunc and L != time_limit:
-            raise ValueError(f"a truncated episode runs to time_limit={time_limit}, got length {L}")
     B, rows = len(lengths), time_limit + 1
     g = torch.Generator().manual_seed(seed)
     data = {

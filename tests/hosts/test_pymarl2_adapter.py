@@ -139,12 +139,34 @@ def test_per_returns_one_priority_per_episode():
 
 
 def test_mask_follows_pymarl2_convention():
-    batch = random_batch(B=3, T=5, seed=3)
+    batch = episode_batch([2, 5, 3], seed=3)  # the runners' layout: final-state rows filled
     ep = episodes_from_batch(batch)
     filled = batch["filled"][:, :-1, 0].float()
-    assert torch.equal(ep.mask, filled)  # every episode terminates at its last filled step
+    filled[:, 1:] *= 1 - batch["terminated"][:, :-2, 0].float()
+    assert torch.equal(ep.mask, filled)  # nq_learner's mask, where every episode terminates
+    assert ep.mask.sum(1).tolist() == [2, 5, 3]
     assert ep.reward.shape == ep.terminated.shape == (3, 5)
     assert ep.state.shape[:2] == (3, 6)
+
+
+def test_an_episode_truncated_before_the_last_row_masks_its_final_state():
+    # A 3-step episode cut by a time limit inside a 5-step batch: rows 0-3 filled, never terminated.
+    batch = episode_batch([3, 5], truncated=[True, False], seed=4)
+    ep = episodes_from_batch(batch)
+    assert batch["filled"][0, :, 0].tolist() == [1, 1, 1, 1, 0, 0]
+    assert ep.mask.tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]
+
+
+def test_a_truncated_episode_shorter_than_the_batch_bootstraps_fully_from_its_final_state():
+    learner, _ = build("nonmono_qmix", mixer="vdn", td_lambda=0.6, td_bootstrap="sarsa")
+    batch = episode_batch([3, 5], truncated=[True, False], seed=6)
+    g = torch.Generator().manual_seed(2)
+    q, target_q = torch.randn(2, 6, 3, 4, generator=g), torch.randn(2, 6, 3, 4, generator=g)
+    ep = episodes_from_batch(batch)
+    targets, _ = learner.targets(ep, q, target_q, t_env=0)
+    v = torch.gather(target_q, -1, ep.actions.unsqueeze(-1)).squeeze(-1).sum(-1)  # VDN Q_tot of the stored actions
+    assert targets[0, 2].item() == pytest.approx((ep.reward[0, 2] + 0.99 * v[0, 3]).item(), rel=1e-6)
+    assert targets[0, 3:].abs().sum().item() == 0.0
 
 
 def test_controller_records_probs_only_for_expected_sarsa():

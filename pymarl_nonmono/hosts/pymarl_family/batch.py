@@ -37,9 +37,16 @@ class Episodes:
 
 
 def transition_mask(batch) -> torch.Tensor:
-    """``[B, T]``: 1 for the real transitions of each episode, 0 for padding."""
+    """``[B, T]``: 1 for the real transitions of each episode, 0 for padding.
+
+    The runners mark ``filled`` on every row an episode wrote, its final state's row
+    included, so row ``t`` is a transition when the episode went on to row ``t + 1``, or
+    ended there by termination. An episode cut short by a time limit before the batch's
+    last row thus loses its final-state row, which holds a state and no transition.
+    """
     terminated = batch["terminated"][:, :-1].float().squeeze(-1)
-    mask = batch["filled"][:, :-1].float().squeeze(-1)
+    filled = batch["filled"].float().squeeze(-1)
+    mask = filled[:, :-1] * torch.maximum(filled[:, 1:], terminated)
     # A step after the terminal one is not part of the episode even if "filled".
     mask[:, 1:] = mask[:, 1:] * (1 - terminated[:, :-1])
     return mask
