@@ -77,7 +77,7 @@ def igm_summary(
         "igm_consistent": float(table[greedy]) >= best - tol * max(1.0, abs(best)),
     }
     if payoff is not None:
-        payoff = torch.as_tensor(payoff, dtype=q_table.dtype)
+        payoff = torch.as_tensor(payoff).to(device=q_table.device, dtype=q_table.dtype)
         sub = tuple(slice(0, s) for s in payoff.shape)
         out["payoff_max_abs_error"] = float((q_table[sub] - payoff).abs().max())
         out["greedy_optimal"] = bool(payoff[greedy] == payoff.max()) if all(

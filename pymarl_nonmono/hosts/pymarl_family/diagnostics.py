@@ -24,7 +24,7 @@ from typing import Callable, Mapping, Optional
 import torch
 import torch.nn.functional as F
 
-from ...envs.matrix import resolve_payoff
+from ...envs.matrix import payoff_of_env_args, resolve_payoff
 from ...errors import check_shape
 from ...numerics.igm import igm_summary, igm_violation_rates, joint_actions, joint_q_table
 from ...registry import Registry
@@ -37,12 +37,7 @@ MAX_UTILITY_ENTRIES = 64  # log the agents' utilities (N x A values) entry by en
 
 PayoffSource = Callable[[Mapping], torch.Tensor]
 KNOWN_PAYOFFS: Registry[PayoffSource] = Registry("env with a known payoff")
-KNOWN_PAYOFFS.register(
-    "matrix_game",
-    lambda env_args: torch.as_tensor(resolve_payoff(**{
-        k: env_args.get(k) for k in ("preset", "payoff", "penalty_k", "n_agents", "n_actions")
-    })),
-)
+KNOWN_PAYOFFS.register("matrix_game", lambda env_args: torch.as_tensor(payoff_of_env_args(env_args)))
 # PyMARL2's own one_step_matrix_game hard-codes this payoff.
 KNOWN_PAYOFFS.register("one_step_matrix_game", lambda env_args: torch.as_tensor(resolve_payoff("pymarl2")))
 
@@ -62,7 +57,7 @@ def payoff_stats(mixer, agent_q: torch.Tensor, state: torch.Tensor, avail: torch
     """
     check_shape("agent_q", agent_q, (payoff.dim(), None))
     table = joint_q_table(mixer, agent_q, state)
-    summary = igm_summary(table, agent_q, avail, payoff.to(table.dtype))
+    summary = igm_summary(table, agent_q, avail, payoff.to(device=table.device, dtype=table.dtype))
     stats = dict(
         igm_consistent=float(summary["igm_consistent"]),
         greedy_optimal=float(summary["greedy_optimal"]),
