@@ -168,6 +168,12 @@ def _mlp(input_dim: int, hidden_dim: int, output_dim: int, n_layers: int) -> nn.
     return nn.Sequential(*layers)
 
 
+def fused_adam_on_cpu() -> bool:
+    """Whether this torch's fused Adam takes CPU parameters (from 2.4 on; before, CUDA only)."""
+    major, minor = (int(part) for part in torch.__version__.split("+")[0].split(".")[:2])
+    return (major, minor) >= (2, 4)
+
+
 class RND(nn.Module):
     """Target/predictor pair with the predictor's optimiser and two running normalisers.
 
@@ -211,9 +217,10 @@ class RND(nn.Module):
         self.input_normaliser = RunningMeanStd((input_dim,))
         self.reward_normaliser = RunningMeanStd()
         # Only the predictor's parameters: the target must stay the fixed random function
-        # that defines novelty. Fused: one kernel for all parameters (~5 ms a step at
-        # corridor's size, where the unfused loop launches a dozen ops per parameter).
-        self.optimizer = torch.optim.Adam(self.predictor.parameters(), lr=self.lr, fused=True)
+        # that defines novelty. Fused (one kernel for all parameters instead of a dozen ops
+        # per parameter) where torch has it for the CPU parameters the RND is built with.
+        self.optimizer = torch.optim.Adam(self.predictor.parameters(), lr=self.lr,
+                                          fused=fused_adam_on_cpu() or None)
 
     def train(self, mode: bool = True) -> "RND":
         super().train(mode)

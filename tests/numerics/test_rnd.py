@@ -443,3 +443,25 @@ def test_reward_and_update_equals_reward_then_update(shape):
         assert loss_a == pytest.approx(loss_b, rel=1e-6)
     for pa, pb in zip(a.parameters(), b.parameters()):
         torch.testing.assert_close(pa, pb)
+
+
+@pytest.mark.parametrize("version,fused", [("2.3.1+cpu", False), ("2.0.0", False), ("2.4.0", True), ("2.13.0", True)])
+def test_rnd_builds_and_trains_on_every_torch_setup_py_allows(monkeypatch, version, fused):
+    # Before torch 2.4 a fused Adam refuses CPU parameters, and the RND is built before the
+    # learner moves anything to a GPU: it must not ask for one there.
+    monkeypatch.setattr(torch, "__version__", version)
+    asked = {}
+    real_adam = torch.optim.Adam
+
+    def adam(params, **kwargs):
+        asked.update(kwargs)
+        if kwargs.get("fused") and not fused:  # what torch < 2.4 does with CPU parameters
+            raise RuntimeError("`fused=True` requires all the params to be floating point Tensors of supported devices")
+        return real_adam(params, **kwargs)
+
+    monkeypatch.setattr(torch.optim, "Adam", adam)
+    rnd = RND(4, 8, 4, 2, lr=1e-3)
+    assert bool(asked.get("fused")) is fused
+    x = torch.randn(2, 3, 4)
+    _, loss = rnd.reward_and_update(x, torch.ones(2, 3))
+    assert loss > 0
