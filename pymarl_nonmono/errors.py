@@ -34,9 +34,15 @@ def check_range(
     low_open: bool = False,
     high_open: bool = False,
 ) -> float:
-    """Check ``low <= value <= high`` (``<`` where the bound is open)."""
+    """Check ``low <= value <= high`` (``<`` where the bound is open) for a finite number.
+
+    Infinity is refused as well as NaN: Sacred reads ``1e999`` as ``inf``, and no setting
+    of ours means anything there (a learning rate of inf fails later, far from its cause).
+    """
     if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
         raise ConfigError(f"{option}={value!r} must be a number")
+    if math.isinf(value):
+        raise ConfigError(f"{option}={value!r} must be a finite number")
     bad = (
         (low is not None and (value <= low if low_open else value < low))
         or (high is not None and (value >= high if high_open else value > high))

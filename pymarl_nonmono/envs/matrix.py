@@ -189,7 +189,15 @@ class MatrixGame:
         pass
 
 
-ENV_ARGS = ("preset", "payoff", "penalty_k", "n_agents", "n_actions", "map_name", "seed")
+PAYOFF_KEYS = ("preset", "payoff", "penalty_k", "n_agents", "n_actions")
+ENV_ARGS = PAYOFF_KEYS + ("map_name", "seed")
+
+
+def payoff_of_env_args(env_args) -> np.ndarray:
+    """The payoff ``env_args`` describe; unknown keys and bad values are a ConfigError naming them.
+    What a run checks before it starts (no env is built)."""
+    check_known_keys("env_args", env_args, ENV_ARGS)
+    return resolve_payoff(**{k: env_args.get(k) for k in PAYOFF_KEYS})
 
 
 def make_matrix_game(**env_args) -> MatrixGame:

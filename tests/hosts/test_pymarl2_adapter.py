@@ -212,6 +212,13 @@ def test_missing_key_is_named():
         ("action_selector", "boltzmann", r"action_selector='boltzmann'"),
         ("temperature_finish", 0.0, r"temperature_finish=0.0"),
         ("rnd_beta_start", -0.1, r"rnd_beta_start=-0.1"),
+        # What Sacred makes of `with lr=1e999` and friends: reaching the learner, they failed far later.
+        ("lr", float("inf"), r"lr=inf must be a finite number"),
+        ("grad_norm_clip", float("inf"), r"grad_norm_clip=inf must be a finite number"),
+        ("optim_eps", -1.0, r"optim_eps=-1.0 is outside the allowed range \(0.0, inf\)"),
+        ("optim_alpha", 1.0, r"optim_alpha=1.0 is outside"),
+        ("learner_log_interval", "2000", r"learner_log_interval='2000' must be an integer >= 0"),
+        ("rnd_lr", float("nan"), r"rnd_lr=nan must be a number"),
     ],
 )
 def test_invalid_values_fail_at_startup(key, value, match, host_config):

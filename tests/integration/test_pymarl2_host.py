@@ -190,6 +190,59 @@ def test_stock_learner_on_matrix_game_records_payoff_diagnostics(host, alg, name
     info = json.loads((latest_run(root, "matrix_game", name) / "info.json").read_text())
     assert {"payoff_max_abs_error", "greedy_optimal", "q_tot_0_0", "q_tot_2_2"} <= set(info), sorted(info)
     assert info["igm_consistent"] and set(info["igm_consistent"]) == {1.0}
+    if alg == "qmix":  # a mixer called on agent values: the batch rates too, all zero for abs weights
+        assert set(info["negative_mixing_gradient_rate"]) == set(info["igm_violation_rate"]) == {0.0}
+
+
+@pytest.mark.parametrize("runner", ["parallel", "episode"])
+def test_sign_symmetry_options_diagnostics_and_joint_greedy_tests_on_a_real_run(host, runner):
+    root, _ = host
+    name = f"symmetry_{runner}"
+    proc = run_main(root, "--config=nonmono_qmix_sarsa", "--env-config=matrix_game", "with", *SHORT,
+                    f"runner={runner}", f"batch_size_run={4 if runner == 'parallel' else 1}", "env_args.preset=paper_b",
+                    "test_joint_greedy=True", "mixer_init=positive_bias", "monotonicity_penalty=0.5", "igm_penalty=0.5",
+                    f"name={name}")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    info = json.loads((latest_run(root, "matrix_game", name) / "info.json").read_text())
+    assert {"negative_mixing_gradient_rate", "worst_greedy_action_rate", "monotonicity_hinge", "igm_hinge",
+            "loss_total", "test_joint_greedy_return_mean", "test_joint_greedy_optimal_mean"} <= set(info), sorted(info)
+    # One joint-greedy test set after every ordinary one, at the same steps.
+    assert info["test_joint_greedy_return_mean_T"] == info["test_return_mean_T"]
+    config = json.loads((latest_run(root, "matrix_game", name) / "config.json").read_text())
+    assert (config["mixer_init"], config["igm_penalty"]) == ("positive_bias", 0.5)
+
+
+def test_joint_greedy_tests_with_a_stock_controller_are_refused_in_one_line(host):
+    root, _ = host
+    proc = run_main(root, "--config=qmix", "--env-config=one_step_matrix_game", "with", *SHORT, "test_joint_greedy=True")
+    assert "test_joint_greedy=True needs our controller (mac='nonmono_mac'" in refused_output(proc)
+
+
+@pytest.mark.parametrize("bad,message", [
+    ("env_args.preset=qtrn", "env_args.preset='qtrn' is not one of"),
+    ("lr=1e999", "lr=inf must be a finite number"),
+])
+def test_a_bad_value_stops_a_parallel_run_before_sacred_records_it(host, bad, message):
+    # With the parallel runner a bad preset used to fail in every env worker while the main
+    # process waited for ever; now nothing starts, and no FAILED run folder is left.
+    root, _ = host
+    name = "bad_value_" + bad.split("=")[0].replace(".", "_")
+    proc = run_main(root, "--config=nonmono_qmix", "--env-config=matrix_game", "with", "use_cuda=False", "t_max=100",
+                    bad, f"name={name}", timeout=120)
+    assert message in refused_output(proc)
+    assert not (root / "results" / "sacred" / "matrix_game" / name).exists()
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(),
+                    reason="needs a CUDA GPU (torch.cuda.is_available() is False here); without one the GPU path is "
+                           "covered on a fake CUDA device by tests/hosts/test_cuda_path.py")
+def test_shipped_config_trains_on_the_gpu(host):
+    root, _ = host
+    proc = run_main(root, "--config=nonmono_qmix_rnd", "--env-config=matrix_game", "with", *SHORT, "use_cuda=True",
+                    "test_joint_greedy=True", "name=on_gpu")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    info = json.loads((latest_run(root, "matrix_game", "on_gpu") / "info.json").read_text())
+    assert {"payoff_max_abs_error", "rnd_loss", "test_joint_greedy_return_mean"} <= set(info)
 
 
 def test_per_run_saves_models_and_a_new_run_resumes_from_them(host):

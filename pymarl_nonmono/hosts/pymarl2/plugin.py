@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 
 from ...errors import ConfigError
-from ..pymarl_family.preflight import host_config_dir, stop_on_unknown_with_keys
+from ..pymarl_family.preflight import host_config_dir, stop_on_unknown_with_keys, with_updates
 from ..pymarl_family.registration import LEARNER, MAC, SELECTOR, register_learning, register_runners
 from ..pymarl_family.signals import record_sigterm_as_interrupt
 from ..spec import PYMARL2
@@ -79,12 +79,17 @@ def activate() -> list[str]:
 
 
 def check_command_line(config: dict, updates: list[str]) -> None:
-    """Stop at once, in one line, on a ``with`` key no config of the run has.
-
-    Sacred would refuse it too, but as a ConfigAddedError without saying what was meant;
-    this holds for every algorithm, stock ones included.
-    """
+    """Stop at once, in one line, before Sacred creates a run: on a ``with`` key no config
+    of the run has (every algorithm; Sacred would refuse it as a ConfigAddedError without
+    saying what was meant), and on a value our learner, controller or envs cannot use, or
+    an env whose software is missing (the same checks the run repeats at its start)."""
     stop_on_unknown_with_keys(config, updates)
+    final = with_updates(config, updates)
+    try:
+        check_config(final, host_config_dir(), [config_root()])
+        check_environment(final)
+    except (ConfigError, PreflightError) as exc:
+        raise SystemExit(f"pymarl-nonmono: {exc}") from None
 
 
 # The attribute patch 0003's main.py looks for on a loaded plugin.

@@ -80,6 +80,13 @@ def _smaclite_problems(env_args: Mapping) -> list[str]:
     return smaclite_problems()
 
 
+def _matrix_problems(env_args: Mapping) -> list[str]:
+    from ...envs.matrix import payoff_of_env_args
+
+    payoff_of_env_args(env_args)  # a bad preset or payoff: ConfigError naming it, before any env worker starts
+    return []
+
+
 def _gfootball_problems(env_args: Mapping) -> list[str]:
     # PyMARL2's own GRF env imports gfootball only when it is created.
     from ...envs.football import football_problems
@@ -94,6 +101,7 @@ ENV_REQUIREMENTS.register("sc2", lambda env_args: starcraft_problems(env_args.ge
 ENV_REQUIREMENTS.register("grf", _grf_problems)
 ENV_REQUIREMENTS.register("smaclite", _smaclite_problems)
 ENV_REQUIREMENTS.register("gfootball", _gfootball_problems)
+ENV_REQUIREMENTS.register("matrix_game", _matrix_problems)
 
 
 def check_environment(config: Mapping) -> None:

@@ -161,7 +161,10 @@ class LearnerSettings:
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
         check_range("lr", self.lr, low=0.0, low_open=True)
         check_range("grad_norm_clip", self.grad_norm_clip, low=0.0, low_open=True)
+        check_range("optim_alpha", self.optim_alpha, 0.0, 1.0, high_open=True)
+        check_range("optim_eps", self.optim_eps, low=0.0, low_open=True)
         check_int("target_update_interval", self.target_update_interval, 1)
+        check_int("learner_log_interval", self.learner_log_interval, 0)
 
 
 #: What every host's learner and controller read; a host adds its own (PyMARL2: PER).
