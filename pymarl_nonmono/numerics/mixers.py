@@ -109,26 +109,6 @@ def _hypernet(in_dim: int, hidden: int, out_dim: int, layers: int) -> nn.Module:
     return nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, out_dim))
 
 
-@torch.no_grad()
-def orthogonal_(weight: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
-    """Fill ``weight [rows, cols]`` in place with ``gain`` times a random (semi-)orthogonal
-    matrix: orthonormal rows if rows <= cols, else orthonormal columns.
-
-    QR of a Gaussian matrix, with the signs of R's diagonal moved into Q: QR alone
-    returns a sign convention, not a uniformly (Haar) distributed Q.
-    """
-    check_shape("weight", weight, (None, None))
-    rows, cols = weight.shape
-    gaussian = torch.randn(max(rows, cols), min(rows, cols), dtype=torch.float64)
-    q, r = torch.linalg.qr(gaussian)  # q [max, min], orthonormal columns
-    signs = torch.where(torch.diagonal(r) >= 0, 1.0, -1.0).to(q.dtype)
-    q = q * signs
-    if rows < cols:
-        q = q.T
-    weight.copy_(gain * q)
-    return weight
-
-
 def orthogonal_init_linear_layers_(module: nn.Module, gain: float = 1.0) -> None:
     """Every ``nn.Linear`` inside ``module``: orthogonal weight (``gain``), zero bias.
 
@@ -137,10 +117,10 @@ def orthogonal_init_linear_layers_(module: nn.Module, gain: float = 1.0) -> None
     """
     for layer in module.modules():
         if isinstance(layer, nn.Linear):
-            orthogonal_(layer.weight, gain)
+            # torch's orthogonal_, in nmix's layer order: the same seed gives nmix's weights.
+            nn.init.orthogonal_(layer.weight, gain)
             if layer.bias is not None:
-                with torch.no_grad():
-                    layer.bias.zero_()
+                nn.init.zeros_(layer.bias)
 
 
 class HyperMixer(Mixer):

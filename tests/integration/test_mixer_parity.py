@@ -3,8 +3,9 @@
 For every setting of the keys nmix reads (``qmix_pos_func``, ``qmix_pos_func_beta``,
 ``use_orthogonal``, the hypernetwork sizes) both mixers are built, stock weights are copied
 into ours by an explicit name map, and Q_tot must agree on random inputs. With
-``use_orthogonal`` the two initialisations draw from different random streams, so they are
-compared by their statistics: every linear layer orthogonal with gain 1 and a zero bias.
+the same seed both initialisations give the same weights (with ``use_orthogonal`` too), and
+with different seeds the same statistics: every linear layer orthogonal with gain 1 and a zero
+bias, or torch's default.
 
 Runs on conftest's pymarl2_pristine ($PYMARL2_DIR, else a clone of hijkzzz/pymarl2 at 8ccac7c);
 imports from its ``src/`` (read only).
@@ -52,13 +53,13 @@ def nmix(pymarl2_pristine):
         yield module
 
 
-def build_pair(nmix, sizes, pos_func, beta, use_orthogonal, seed=0):
+def build_pair(nmix, sizes, pos_func, beta, use_orthogonal, seed=0, same_seed=False):
     n_agents, state_dim, embed, hyper = sizes
     args = SimpleNamespace(n_agents=n_agents, state_shape=state_dim, mixing_embed_dim=embed, hypernet_embed=hyper,
                            qmix_pos_func=pos_func, qmix_pos_func_beta=beta, use_orthogonal=use_orthogonal)
     torch.manual_seed(seed)
     stock = nmix.Mixer(args, abs=True)
-    torch.manual_seed(seed + 1)
+    torch.manual_seed(seed if same_seed else seed + 1)
     ours = make_mixer("qmix", n_agents=n_agents, state_dim=state_dim, embed_dim=embed, hypernet_embed=hyper,
                       hypernet_layers=2, qmix_pos_func=pos_func, qmix_pos_func_beta=beta,
                       use_orthogonal=use_orthogonal)
@@ -90,6 +91,16 @@ def test_qmix_equals_stock_nmix_with_copied_weights(nmix, sizes, use_orthogonal,
     # The weight transform is what differs between the settings: a wrong one (or a wrong
     # beta) moves Q_tot far beyond the tolerance above.
     assert expected.abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("sizes", SIZES, ids=lambda s: "n{}_s{}_e{}_h{}".format(*s))
+@pytest.mark.parametrize("use_orthogonal", [False, True], ids=["default_init", "orthogonal"])
+def test_the_same_seed_gives_stock_nmixs_initial_weights(nmix, sizes, use_orthogonal):
+    # Seeded parity: a run of our qmix mixer starts where stock nmix would, weight for weight.
+    stock, ours = build_pair(nmix, sizes, "abs", 1.0, use_orthogonal, seed=0, same_seed=True)
+    ours_params = ours.state_dict()
+    for name, value in stock.state_dict().items():
+        assert torch.equal(ours_params[STOCK_TO_OURS[name]], value), name
 
 
 @pytest.mark.parametrize("sizes", SIZES, ids=lambda s: "n{}_s{}_e{}_h{}".format(*s))
