@@ -24,6 +24,7 @@ from ...numerics.igm import joint_greedy_actions
 from ...numerics.recurrent import GRUAgentParts, unroll_gru
 from ...numerics.selection import make_selector
 from ...numerics.targets import needs_behaviour_probs
+from .checkpoint import save_atomically
 from .settings import ControllerSettings, ExplorationSettings, read_settings
 
 log = logging.getLogger(__name__)
@@ -201,8 +202,12 @@ class NonMonoMAC:
     def cuda(self):
         self.agent.cuda()
 
+    def checkpoint_files(self, path) -> dict:
+        """``{file: state}`` of this controller in the checkpoint folder ``path``."""
+        return {f"{path}/agent.th": self.agent.state_dict()}
+
     def save_models(self, path):
-        torch.save(self.agent.state_dict(), f"{path}/agent.th")
+        save_atomically(self.checkpoint_files(path))
 
     def load_models(self, path):
         self.agent.load_state_dict(torch.load(f"{path}/agent.th", map_location="cpu"))

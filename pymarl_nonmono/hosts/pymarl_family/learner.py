@@ -29,6 +29,7 @@ from ...numerics.targets import (
     uses_q_lambda_correction,
 )
 from .batch import episodes_from_batch
+from .checkpoint import save_atomically
 from .diagnostics import IGMDiagnostics
 from .settings import LearnerSettings, RNDSettings, read_settings
 
@@ -257,7 +258,7 @@ class NonMonoLearner:
             self.rnd.cuda()
 
     def save_models(self, path):
-        self.mac.save_models(path)
+        """The controller's and the learner's files, written all or nothing (checkpoint.py)."""
         state = {
             "mixer": self.mixer.state_dict(),
             "target_mixer": self.target_mixer.state_dict(),
@@ -271,7 +272,7 @@ class NonMonoLearner:
         }
         if self.rnd is not None:
             state["rnd"] = self.rnd.full_state_dict()
-        torch.save(state, os.path.join(path, "nonmono_learner.th"))
+        save_atomically({**self.mac.checkpoint_files(path), os.path.join(path, "nonmono_learner.th"): state})
 
     def load_models(self, path):
         self.mac.load_models(path)
@@ -281,17 +282,9 @@ class NonMonoLearner:
         self.target_mac.agent.load_state_dict(state["target_agent"])
         self.optimiser.load_state_dict(state["optimiser"])
         self.last_target_update_episode = state["last_target_update_episode"]
-        if "episodes_since_target_update" in state:
-            self.episodes_since_target_update = state["episodes_since_target_update"]
-            self.last_episode_num = state["last_episode_num"]
-            self.target_update_count = state["target_update_count"]
-        else:
-            # Saved before the schedule was checkpointed: count as if the targets had just
-            # been copied, the closest guess that never skips an interval.
-            log.warning("%s has no 'episodes_since_target_update' (an older checkpoint): the next "
-                        "target update comes %d episodes from now", path, self.cfg.target_update_interval)
-            self.episodes_since_target_update = 0
-            self.last_episode_num = self.last_target_update_episode
+        self.episodes_since_target_update = state["episodes_since_target_update"]
+        self.last_episode_num = state["last_episode_num"]
+        self.target_update_count = state["target_update_count"]
         log.info("loaded %s: target networks copied %d episodes before the checkpoint, next copy in %d episodes",
                  path, self.episodes_since_target_update,
                  max(self.cfg.target_update_interval - self.episodes_since_target_update, 0))
