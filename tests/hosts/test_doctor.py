@@ -15,6 +15,7 @@ from pymarl_nonmono.hosts.pymarl2 import doctor as doc
 from pymarl_nonmono.hosts.pymarl2 import install as inst
 from pymarl_nonmono.hosts.pymarl2.plugin import activate
 from pymarl_nonmono.hosts.pymarl2 import preflight as pf
+from pymarl_nonmono.hosts.pymarl_family import preflight as family_pf
 
 
 def run_cli(capsys, *argv):
@@ -100,7 +101,7 @@ CONFIG = {"td_lambda": 0.6, "t_max": 100, "env_args": {"map_name": "m", "preset"
     ["named_config", "--force", "-F=dir"],  # Sacred's business, not ours
 ])
 def test_known_with_keys_pass(updates):
-    pf.check_with_updates(CONFIG, updates)
+    family_pf.check_with_updates(CONFIG, updates)
 
 
 @pytest.mark.parametrize("updates, message", [
@@ -110,12 +111,12 @@ def test_known_with_keys_pass(updates):
 ])
 def test_unknown_with_keys_are_named_with_a_suggestion(updates, message):
     with pytest.raises(ConfigError) as err:
-        pf.check_with_updates(CONFIG, updates)
+        family_pf.check_with_updates(CONFIG, updates)
     assert message in str(err.value)
 
 
 def test_update_paths_reads_keys_as_sacred_does():
-    assert pf.update_paths(["a=1", "b.c = x", "d={'e': {'f': 1}, 'g': 2}", "h={}", "named"]) == ["a", "b.c", "d.e.f", "d.g", "h"]
+    assert family_pf.update_paths(["a=1", "b.c = x", "d={'e': {'f': 1}, 'g': 2}", "h={}", "named"]) == ["a", "b.c", "d.e.f", "d.g", "h"]
 
 
 def test_the_plugin_refuses_an_unknown_with_key_in_one_line():

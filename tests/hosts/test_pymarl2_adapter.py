@@ -7,15 +7,11 @@ import yaml
 
 from fake_host import CONFIG, HOST_DEFAULTS, RecordingLogger, TinyAgent, episode_batch, make_args, random_batch, scheme
 from pymarl_nonmono.errors import ConfigError
-from pymarl_nonmono.hosts.pymarl2.batch import episodes_from_batch
+from pymarl_nonmono.hosts.pymarl_family.batch import episodes_from_batch
 from pymarl_nonmono.hosts.pymarl2.controller import NonMonoMAC
 from pymarl_nonmono.hosts.pymarl2.learner import NonMonoLearner
-from pymarl_nonmono.hosts.pymarl2.preflight import (
-    PreflightError,
-    check_config,
-    check_environment,
-    yaml_keys,
-)
+from pymarl_nonmono.hosts.pymarl2.preflight import PreflightError, check_config, check_environment
+from pymarl_nonmono.hosts.pymarl_family.preflight import yaml_keys
 from pymarl_nonmono.hosts.pymarl2.settings import our_keys
 from pymarl_nonmono.numerics.mixers import MIXERS
 from pymarl_nonmono.numerics.schedules import SCHEDULES
@@ -537,3 +533,30 @@ def test_padded_steps_do_not_affect_the_update(td_lambda):
     settings = dict(td_bootstrap="sarsa", td_lambda=td_lambda, use_per=True)
     assert_same_update(train_once("nonmono_qmix_sarsa", cut, **settings),
                        train_once("nonmono_qmix_sarsa", whole, **settings))
+
+
+def test_a_save_stopped_halfway_leaves_the_previous_checkpoint_whole(tmp_path, monkeypatch):
+    # run.py resumes from the newest checkpoint folder: a file cut short there broke the resume.
+    learner, _ = build("nonmono_qmix_rnd", seed=1)
+    learner.train(random_batch(seed=0), t_env=0, episode_num=0)
+    learner.save_models(tmp_path)
+    saved = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert set(saved) == {"agent.th", "nonmono_learner.th"}
+    learner.train(random_batch(seed=1), t_env=1, episode_num=1)
+    real_save = torch.save
+
+    for stop_at in ("agent.th", "nonmono_learner.th"):
+        def stopped_halfway(obj, f, *args, **kwargs):
+            if stop_at not in str(f):
+                return real_save(obj, f, *args, **kwargs)
+            with open(f, "wb") as out:
+                out.write(b"half a checkpoint")
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(torch, "save", stopped_halfway)
+        with pytest.raises(KeyboardInterrupt):
+            learner.save_models(tmp_path)
+        monkeypatch.setattr(torch, "save", real_save)
+        assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == saved  # nothing half-written, no leftovers
+        resumed, _ = build("nonmono_qmix_rnd", seed=2)
+        resumed.load_models(tmp_path)

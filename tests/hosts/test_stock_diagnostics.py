@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from pymarl_nonmono.envs.matrix import resolve_payoff
-from pymarl_nonmono.hosts.pymarl2 import diagnostics as diag
+from pymarl_nonmono.hosts.pymarl_family import diagnostics as diag
 
 from fake_host import FakeBatch, RecordingLogger
 from host_modules import imported_from_host

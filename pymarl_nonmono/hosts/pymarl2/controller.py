@@ -9,7 +9,7 @@ import torch
 
 from ...numerics.recurrent import GRUAgentParts
 from ..pymarl_family import controller as _family
-from ..pymarl_family.controller import AgentBuilder, host_agent_builder  # noqa: F401  (API since before the split)
+from ..pymarl_family.controller import AgentBuilder
 
 
 def _gru_parts(agent: torch.nn.Module) -> GRUAgentParts:

@@ -5,7 +5,8 @@ returns one priority per episode, under the key ``nq_learner`` uses."""
 from __future__ import annotations
 
 from ..pymarl_family import learner as _family
-from .settings import PERSettings, read_settings
+from ..pymarl_family.settings import read_settings
+from .settings import PERSettings
 
 
 class NonMonoLearner(_family.NonMonoLearner):

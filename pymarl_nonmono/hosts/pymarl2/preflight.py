@@ -14,15 +14,7 @@ from typing import Callable, Iterable, Mapping
 from ...errors import ConfigError
 from ...registry import Registry
 from ..pymarl_family import preflight as _family
-from ..pymarl_family.preflight import (  # noqa: F401  (this module's API since before the split)
-    OUR_LEARNER,
-    OUR_MAC,
-    SACRED_KEYS,
-    PreflightError,
-    check_with_updates,
-    update_paths,
-    yaml_keys,
-)
+from ..pymarl_family.preflight import PreflightError
 from .doctor import MISSING, sc2_check, sc2_root, smac_check
 from .settings import SETTINGS_CLASSES
 

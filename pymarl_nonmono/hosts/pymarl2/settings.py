@@ -7,15 +7,6 @@ from dataclasses import dataclass
 
 from ...errors import check_bool
 from ..pymarl_family import settings as _family
-from ..pymarl_family.settings import (  # noqa: F401  (this module's API since before the split)
-    OPTIMIZERS,
-    RND_INPUTS,
-    ControllerSettings,
-    ExplorationSettings,
-    LearnerSettings,
-    RNDSettings,
-    read_settings,
-)
 
 
 @dataclass(frozen=True)
