@@ -133,17 +133,18 @@ class TinyAgent(torch.nn.Module):
     def __init__(self, input_shape, args):
         super().__init__()
         self.hidden = args.rnn_hidden_dim
-        self.fc = torch.nn.Linear(input_shape, self.hidden)
+        # PyMARL2's n_rnn layout (fc1 -> GRUCell rnn -> fc2): our controller unrolls it batched.
+        self.fc1 = torch.nn.Linear(input_shape, self.hidden)
         self.rnn = torch.nn.GRUCell(self.hidden, self.hidden)
-        self.out = torch.nn.Linear(self.hidden, args.n_actions)
+        self.fc2 = torch.nn.Linear(self.hidden, args.n_actions)
 
     def init_hidden(self):
-        return self.fc.weight.new_zeros(1, self.hidden)
+        return self.fc1.weight.new_zeros(1, self.hidden)
 
     def forward(self, inputs, hidden):
         b, n, _ = inputs.shape
-        h = self.rnn(torch.relu(self.fc(inputs.reshape(b * n, -1))), hidden.reshape(b * n, -1))
-        return self.out(h).view(b, n, -1), h.view(b, n, -1)
+        h = self.rnn(torch.relu(self.fc1(inputs.reshape(b * n, -1))), hidden.reshape(b * n, -1))
+        return self.fc2(h).view(b, n, -1), h.view(b, n, -1)
 
 
 class RecordingLogger:

@@ -83,6 +83,12 @@ def test_learner_trains_and_logs(alg):
     assert all(torch.isfinite(torch.tensor(v[-1][1])) for v in logger.stats.values())
 
 
+def test_the_learner_tests_run_the_batched_unroll():
+    learner, _ = build("nonmono_qmix")
+    learner.train(random_batch(), t_env=0, episode_num=0)
+    assert learner.mac._unroll_parts is not None and learner.mac._unroll_verified  # it matched the step-wise forward
+
+
 @pytest.mark.parametrize("bootstrap", BOOTSTRAPS.names())
 def test_loss_falls_on_a_fixed_batch(bootstrap):
     learner, logger = build("nonmono_qmix", td_bootstrap=bootstrap, target_update_interval=10**9)

@@ -272,28 +272,38 @@ def test_per_run_saves_models_and_a_new_run_resumes_from_them(host):
 
 
 # nq_learner's statistics, by name, and the settings under which our learner computes the
-# same update: VDN mixing, double-Q bootstrap, the same lambda.
+# same update: VDN mixing, double-Q bootstrap, the same lambda; PyMARL2's own n_rnn agent, which
+# nq_learner unrolls step by step and our controller in one batched pass. With PER, the
+# priorities each returns, from the TD errors or (return_priority) from the episodes' returns,
+# over two updates so that return_priority's running range moves.
 NQ_COMPARISON = """
 import copy, json, sys
 import numpy as np, torch
 sys.path[:0] = ["", sys.argv[1]]
 from learners.nq_learner import NQLearner
-from fake_host import RecordingLogger, TinyAgent, episode_batch, make_args, scheme
+from fake_host import RecordingLogger, episode_batch, make_args, scheme
 from pymarl_nonmono.hosts.pymarl2.controller import NonMonoMAC
 from pymarl_nonmono.hosts.pymarl2.learner import NonMonoLearner
 out = {}
-for use_per in (False, True):
+for use_per, return_priority in ((False, False), (True, False), (True, True)):
     torch.manual_seed(0)
-    args = make_args("nonmono_qmix", mixer="vdn", td_bootstrap="q", double_q=True, td_lambda=0.6, use_per=use_per)
-    mac = NonMonoMAC(scheme(), {"agents": 3}, args, agent_builder=TinyAgent)
+    args = make_args("nonmono_qmix", mixer="vdn", td_bootstrap="q", double_q=True, td_lambda=0.6, use_per=use_per,
+                     return_priority=return_priority, agent="n_rnn")
+    mac = NonMonoMAC(scheme(), {"agents": 3}, args)
+    assert mac._unroll_parts is not None  # the batched unroll
     # Mixed lengths, one episode cut by the time limit at the last index.
-    batch = episode_batch([6, 3, 6, 5], truncated=[True, False, False, False], seed=2)
+    batches = [episode_batch([6, 3, 6, 5], truncated=[True, False, False, False], seed=2),
+               episode_batch([2, 6, 4, 6], truncated=[False, False, False, True], seed=3)]
     weights = np.array([0.5, 1.0, 1.5, 2.0], dtype=np.float32) if use_per else None
-    logs = {}
+    logs, priorities = {}, {}
     for name, cls in (("stock", NQLearner), ("ours", NonMonoLearner)):
         logs[name] = RecordingLogger()
-        cls(copy.deepcopy(mac), scheme(), logs[name], args).train(batch, 0, 0, per_weight=weights)
-    out[str(use_per)] = {k: [float(logs[n].stats[k][-1][1]) for n in ("stock", "ours")] for k in logs["stock"].stats}
+        learner = cls(copy.deepcopy(mac), scheme(), logs[name], args)
+        infos = [learner.train(batch, t, t, per_weight=weights) for t, batch in enumerate(batches)]
+        priorities[name] = [info["td_errors_abs"].reshape(-1).tolist() for info in infos] if use_per else []
+    key = f"per={use_per},return_priority={return_priority}"
+    out[key] = {k: [float(logs[n].stats[k][-1][1]) for n in ("stock", "ours")] for k in logs["stock"].stats}
+    out[key]["priorities"] = [priorities["stock"], priorities["ours"]]
 with open(sys.argv[2], "w") as f:
     json.dump(out, f)
 """
@@ -308,10 +318,16 @@ def test_statistics_shared_with_nq_learner_are_computed_as_it_computes_them(host
     proc = subprocess.run([sys.executable, "-c", NQ_COMPARISON, str(hosts), str(result)], cwd=root / "src",
                           capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    for use_per, stats in json.loads(result.read_text()).items():
+    results = json.loads(result.read_text())
+    assert len(results) == 3
+    for setting, stats in results.items():
+        stock_priorities, our_priorities = stats.pop("priorities")
         assert set(stats) == LEARNER_STATS, stats
         for key, (stock, ours) in stats.items():
-            assert ours == pytest.approx(stock, rel=1e-5, abs=1e-6), (use_per, key, stock, ours)
+            assert ours == pytest.approx(stock, rel=1e-5, abs=1e-6), (setting, key, stock, ours)
+        assert len(our_priorities) == (2 if "per=True" in setting else 0)
+        for stock, ours in zip(stock_priorities, our_priorities):
+            assert len(ours) == 4 and ours == pytest.approx(stock, rel=1e-5, abs=1e-6), (setting, stock, ours)
 
 
 # Keep last: pytest runs a module in file order, and the runs above need the patches.

@@ -77,9 +77,13 @@ class NonMonoMAC:
         )
         self.record_probs = needs_behaviour_probs(self.settings.td_bootstrap)
         self.hidden_states = None
-        # A custom builder's agent has no known layout: unroll it step by step.
-        parts_of = protocol.unrollable.get(self.settings.agent) if agent_builder is None else None
-        self._unroll_parts: Optional[GRUAgentParts] = parts_of(self.agent) if parts_of else None
+        # Agents are known by their `agent:` name; one built otherwise but named so must have the
+        # layout (its first unroll is checked against its own forward, _verify_unroll).
+        parts_of = protocol.unrollable.get(self.settings.agent)
+        try:
+            self._unroll_parts: Optional[GRUAgentParts] = parts_of(self.agent) if parts_of else None
+        except AttributeError:
+            self._unroll_parts = None
         self._unroll_verified = False
         # Joint-greedy tests: the learner's mixer, and whether test episodes act on it now.
         self.mixer = None
