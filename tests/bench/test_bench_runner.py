@@ -100,6 +100,9 @@ def test_error_line():
     assert error_line("a\nTraceback\n  File x\nKeyError: 'one_step'\n[INFO] bye\n") == "KeyError: 'one_step'"
     assert error_line("x\npymarl-nonmono: cannot run env=sc2: ...\n") == "pymarl-nonmono: cannot run env=sc2: ..."
     assert error_line("") == "no output"
+    # What a run whose env workers failed leaves last (hosts/pymarl_family/workers.py): the cause.
+    worker = "pymarl-nonmono: an env worker failed: RuntimeError: this env cannot start"
+    assert error_line(f"[ERROR 13:59:10] pymarl Failed after 0:00:00!\n{worker}\n") == worker
     assert error_line("just this\n") == "just this"
 
 

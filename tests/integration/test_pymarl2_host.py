@@ -212,6 +212,40 @@ def test_sign_symmetry_options_diagnostics_and_joint_greedy_tests_on_a_real_run(
     assert (config["mixer_init"], config["igm_penalty"]) == ("positive_bias", 0.5)
 
 
+BROKEN_ENV = """
+
+
+def _nonmono_test_broken_env(**env_args):
+    raise RuntimeError("this env cannot start (test)")
+
+
+REGISTRY["broken_for_test"] = _nonmono_test_broken_env
+"""
+
+
+@pytest.mark.parametrize("alg", ["qmix", "nonmono_qmix"])
+def test_a_run_whose_env_workers_fail_stops_at_once_with_their_error(host, alg):
+    # The parallel runner waits on pipes it holds open itself: workers that died with an error
+    # left it waiting for good. An env that passes every start-up check and fails in the workers:
+    root, _ = host
+    registry, config = root / "src" / "envs" / "__init__.py", root / "src" / "config" / "envs" / "broken_for_test.yaml"
+    original = registry.read_text()
+    registry.write_text(original + BROKEN_ENV)
+    config.write_text("env: broken_for_test\nenv_args:\n  map_name: broken_for_test\n")
+    try:
+        proc = run_main(root, f"--config={alg}", "--env-config=broken_for_test", "with", "use_cuda=False", "t_max=100",
+                        timeout=120)
+    finally:
+        registry.write_text(original)
+        config.unlink()
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert out.strip().splitlines()[-1] == "pymarl-nonmono: an env worker failed: RuntimeError: this env cannot start (test)"
+    assert out.count("this env cannot start") == 1 and "Traceback" not in out  # said once, by the main process
+    run = latest_run(root, "broken_for_test", {"qmix": "qmix_env=8_adam_td_lambda"}.get(alg, alg))
+    assert json.loads((run / "run.json").read_text())["status"] == "FAILED"
+
+
 def test_joint_greedy_tests_with_a_stock_controller_are_refused_in_one_line(host):
     root, _ = host
     proc = run_main(root, "--config=qmix", "--env-config=one_step_matrix_game", "with", *SHORT, "test_joint_greedy=True")

@@ -17,6 +17,7 @@ from ...errors import ConfigError
 from ..pymarl_family import preflight
 from ..pymarl_family.registration import LEARNER, MAC, SELECTOR, register_learning, register_runners
 from ..pymarl_family.signals import record_sigterm_as_interrupt
+from ..pymarl_family.workers import reporting_env_factory, stop_when_an_env_worker_fails
 from ..spec import EPYMARL
 from .settings import SETTINGS_CLASSES, TeamRewardSettings
 
@@ -48,6 +49,9 @@ def activate() -> list[str]:
     record_sigterm_as_interrupt()
     for name, factory in zip(ENVS, (make_matrix_game, make_football_env)):
         envs.REGISTRY.setdefault(name, for_epymarl(factory))
+    stop_when_an_env_worker_fails()
+    for name, factory in list(envs.REGISTRY.items()):
+        envs.REGISTRY[name] = reporting_env_factory(factory)
     log.debug("pymarl-nonmono registered %s, %s, %s, envs %s", LEARNER, MAC, SELECTOR, ", ".join(ENVS))
     return [str(config_root())]
 

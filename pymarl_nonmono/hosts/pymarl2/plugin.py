@@ -16,6 +16,7 @@ from ...errors import ConfigError
 from ..pymarl_family.preflight import host_config_dir, stop_on_unknown_with_keys, with_updates
 from ..pymarl_family.registration import LEARNER, MAC, SELECTOR, register_learning, register_runners
 from ..pymarl_family.signals import record_sigterm_as_interrupt
+from ..pymarl_family.workers import reporting_env_factory, stop_when_an_env_worker_fails
 from ..spec import PYMARL2
 from .preflight import PreflightError, check_config, check_environment
 
@@ -72,6 +73,9 @@ def activate() -> list[str]:
     envs.REGISTRY.setdefault("matrix_game", make_matrix_game)
     envs.REGISTRY.setdefault("grf", make_football_env)
     envs.REGISTRY.setdefault("smaclite", make_smaclite_env)
+    stop_when_an_env_worker_fails()
+    for name, factory in list(envs.REGISTRY.items()):
+        envs.REGISTRY[name] = reporting_env_factory(factory)
     for name, fn in list(host_run.REGISTRY.items()):
         host_run.REGISTRY[name] = _with_preflight(fn)
     log.debug("pymarl-nonmono registered %s, %s, %s, envs matrix_game, grf and smaclite", LEARNER, MAC, SELECTOR)

@@ -49,3 +49,4 @@ def record_sigterm_as_interrupt() -> bool:
 
     signal.signal(signal.SIGTERM, on_sigterm)
     return True
+
