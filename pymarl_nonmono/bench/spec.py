@@ -450,8 +450,50 @@ def check_against_host(sweep: Sweep, host_root: Path, host: HostSpec) -> None:
             if bad:
                 refused.append(f"{', '.join(map(repr, bad))} for {alg.label} on {env.label}")
     if refused:
-        raise SweepError(f"Sacred would refuse key(s) that the run's configs ({{alg}}.yaml, {{env}}.yaml, default.yaml) do "
-                         f"not have: {'; '.join(refused)}; set such keys on the algorithms that have them")
+        raise SweepError(f"Sacred would refuse key(s) that no config of the run (its algorithm's and environment's YAML, "
+                         f"default.yaml) has: {'; '.join(refused)}; set such keys on the algorithms that have them")
+    _check_values(sweep, host_root, host, folders)
+
+
+def _merged(base: dict, update: Mapping) -> dict:
+    out = dict(base)
+    for key, value in update.items():
+        out[key] = _merged(out[key], value) if isinstance(value, Mapping) and isinstance(out.get(key), Mapping) else value
+    return out
+
+
+def run_config(run: RunSpec, host_root: Path, host: HostSpec) -> dict:
+    """The config ``run`` gets, merged as the host's patched main.py merges it: default.yaml,
+    the env's YAML, the algorithm's YAML, our default.yaml's keys it lacks, then the ``with`` words."""
+    from ..hosts.pymarl_family.preflight import with_updates
+
+    folders = config_folders(host_root, host)
+    config: dict = {}
+    for path in (host_root / "src" / "config" / "default.yaml", _find(folders["envs"], run.env.config),
+                 _find(folders["algs"], run.alg.config)):
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) if path is not None else None
+        config = _merged(config, data if isinstance(data, Mapping) else {})
+    ours = yaml.safe_load((host.our_configs() / "default.yaml").read_text(encoding="utf-8")) or {}
+    config = {**ours, **config}
+    return with_updates(config, run.with_args(None, mongo_off=True))
+
+
+def _check_values(sweep: Sweep, host_root: Path, host: HostSpec, folders) -> None:
+    """The checks each run repeats before Sacred starts it (values of our keys, env_args),
+    once per algorithm and environment, so a bad value stops the sweep, not each run."""
+    from ..errors import ConfigError
+
+    check_values = host.adapter_module("preflight").check_values
+    refused = []
+    for alg in sweep.algs:
+        for env in sweep.envs:
+            run = RunSpec(sweep.name, alg, env, sweep.seeds[0], sweep.common)
+            try:
+                check_values(run_config(run, host_root, host), host_root / "src" / "config")
+            except ConfigError as exc:
+                refused.append(f"{alg.label} on {env.label}: {exc}")
+    if refused:
+        raise SweepError("bad value(s): " + "; ".join(refused))
 
 
 def _yaml_keys(path: Optional[Path]) -> set[str]:

@@ -15,6 +15,8 @@ of map names and keys) works without it. SMAClite has no licence file: we never 
 
 from __future__ import annotations
 
+import difflib
+
 import importlib
 import logging
 from dataclasses import dataclass
@@ -95,7 +97,9 @@ def smaclite_settings(env_args: Mapping[str, Any]) -> SMACliteSettings:
     if map_name is None:
         raise ConfigError(f"env_args.map_name is required, one of: {', '.join(SMAC_EPISODE_LIMITS)}")
     if map_name not in SMAC_EPISODE_LIMITS:
-        raise ConfigError(f"unknown SMAClite map_name={map_name!r}; SMAClite's maps: {', '.join(SMAC_EPISODE_LIMITS)}")
+        hint = difflib.get_close_matches(str(map_name), list(SMAC_EPISODE_LIMITS), n=1)
+        raise ConfigError(f"unknown SMAClite env_args.map_name={map_name!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                          + f"; SMAClite's maps: {', '.join(SMAC_EPISODE_LIMITS)}")
     seed = env_args.get("seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
         raise ConfigError(f"seed={seed!r} must be a non-negative integer or None")

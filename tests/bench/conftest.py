@@ -34,11 +34,16 @@ def fake_host(tmp_path, monkeypatch):
     (root / "src" / "config" / "algs").mkdir(parents=True)
     (root / "src" / "config" / "envs").mkdir(parents=True)
     (root / "src" / "main.py").write_text(FAKE_MAIN)
-    (root / "src" / "config" / "default.yaml").write_text("t_max: 100\nsleep: 0.3\nfail_seed: ''\nrunner: episode\n")
-    (root / "src" / "config" / "algs" / "qmix.yaml").write_text("name: qmix\n")
+    # The keys of PyMARL2's default.yaml and qmix.yaml that our learner's start-up check reads or knows.
+    (root / "src" / "config" / "default.yaml").write_text(
+        "t_max: 100\nsleep: 0.3\nfail_seed: ''\nrunner: episode\nbatch_size_run: 1\ngamma: 0.99\ngrad_norm_clip: 10\n"
+        "optim_alpha: 0.99\noptim_eps: 0.00001\nlearner_log_interval: 2000\n")
+    (root / "src" / "config" / "algs" / "qmix.yaml").write_text(
+        "name: qmix\nagent_output_type: q\nbatch_size: 128\nbuffer_size: 5000\ngain: 0.01\nlearner: nq_learner\n"
+        "mac: n_mac\nper_alpha: 0.6\nper_beta: 0.4\nq_lambda: False\nuse_layer_norm: False\nuse_orthogonal: False\n")
     (root / "src" / "config" / "algs" / "vdn.yaml").write_text("name: vdn\n")
     (root / "src" / "config" / "envs" / "one_step_matrix_game.yaml").write_text("env_args: {map_name: m}\n")
-    (root / "src" / "config" / "envs" / "sc2.yaml").write_text("env_args: {map_name: 3m}\n")
+    (root / "src" / "config" / "envs" / "sc2.yaml").write_text("env: sc2\nenv_args: {map_name: 3m}\n")
     probe = tmp_path / "probe"
     probe.mkdir()
     monkeypatch.setenv("FAKE_PROBE_DIR", str(probe))

@@ -58,8 +58,13 @@ def test_report_labels_a_gymma_run_by_its_key(tmp_path):
 
 
 def _fake_epymarl(root: Path) -> Path:
-    for rel, text in {"src/config/default.yaml": "t_max: 100\nuse_cuda: False\nenv_args: {}\n",
-                      "src/config/algs/qmix.yaml": "name: qmix\nuse_rnn: False\nstandardise_rewards: True\n",
+    # The keys of EPyMARL's default.yaml and qmix.yaml that our learner's start-up check reads or knows.
+    for rel, text in {"src/config/default.yaml": "t_max: 100\nuse_cuda: False\nenv_args: {}\ncommon_reward: True\n"
+                                                 "gamma: 0.99\ngrad_norm_clip: 10\noptim_alpha: 0.99\noptim_eps: 0.00001\n"
+                                                 "learner_log_interval: 10000\nbatch_size_run: 1\n",
+                      "src/config/algs/qmix.yaml": "name: qmix\nuse_rnn: False\nstandardise_rewards: True\nagent_output_type: q\n"
+                                                   "batch_size: 32\nbuffer_size: 5000\nhidden_dim: 64\nlearner: q_learner\n"
+                                                   "mac: basic_mac\nrunner: episode\n",
                       "src/config/envs/gymma.yaml": "env: gymma\nenv_args: {key: null, time_limit: 100}\n"}.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text(text)

@@ -232,3 +232,23 @@ def test_only_keeps_the_named_entries_of_each_kind_under_the_sweeps_own_name(tmp
     assert {r.key for r in both.runs()} <= {r.key for r in whole.runs()}  # same run keys: resumable, reportable
     with pytest.raises(SweepError, match=r"--only 'qmix_epsiode' is not a label.*did you mean 'qmix_episode'"):
         build_sweep(path, only=["qmix_epsiode"])
+
+
+def test_values_are_checked_before_anything_runs(fake_host):
+    # Each run would refuse these at its start; a sweep of hundreds then failed run by run.
+    cases = [
+        (dict(algs=["nonmono_qmix_sarsa td_lambda=1.5"], envs=["one_step_matrix_game"]),
+         "nonmono_qmix_sarsa on one_step_matrix_game: td_lambda=1.5 is outside the allowed range"),
+        (dict(algs=["qmix"], envs=["matrix_game env_args.preset=qtrn"]),
+         "qmix on matrix_game: env_args.preset='qtrn' is not one of .* \\(did you mean 'qtran'\\?\\)"),
+        (dict(algs=["nonmono_qmix"], envs=["smaclite env_args.map_name=3s5z_vs_3s6"]),
+         "env_args.map_name='3s5z_vs_3s6' \\(did you mean '3s5z_vs_3s6z'\\?\\)"),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(SweepError, match="bad value\\(s\\): .*" + message):
+            check_against_host(build_sweep(seeds="1", **kwargs), fake_host, PYMARL2)
+    pytest.importorskip("smac.env.starcraft2.maps", reason="StarCraft's smac is not installed: "
+                        "pip install git+https://github.com/oxwhirl/smac.git to check SMAC map names")
+    with pytest.raises(SweepError, match="qmix on 3s5z_vs_3s6: env_args.map_name='3s5z_vs_3s6'.*did you mean '3s5z_vs_3s6z'"):
+        check_against_host(build_sweep(algs=["qmix"], envs=["sc2 env_args.map_name=3s5z_vs_3s6"], seeds="1"),
+                           fake_host, PYMARL2)

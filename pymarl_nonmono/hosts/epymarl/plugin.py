@@ -19,13 +19,10 @@ from ..pymarl_family.registration import LEARNER, MAC, SELECTOR, register_learni
 from ..pymarl_family.signals import record_sigterm_as_interrupt
 from ..pymarl_family.workers import reporting_env_factory, stop_when_an_env_worker_fails
 from ..spec import EPYMARL
-from .settings import SETTINGS_CLASSES, TeamRewardSettings
+from .preflight import OUR_ENVS as ENVS
+from .preflight import check_values
 
 log = logging.getLogger(__name__)
-
-# Not "smaclite": EPyMARL has its own env and config of that name.
-ENVS = ("matrix_game", "grf")
-
 
 def config_root() -> Path:
     return EPYMARL.our_configs()
@@ -56,20 +53,13 @@ def activate() -> list[str]:
     return [str(config_root())]
 
 
-def _team_reward(config) -> None:
-    TeamRewardSettings(common_reward=config.get("common_reward")).validate()
-
-
 def check_command_line(config: dict, updates: list[str]) -> None:
     """Stop at once, in one line, on a ``with`` key no config of the run has (every algorithm),
     and on a config our learner, controller or envs cannot run."""
     preflight.stop_on_unknown_with_keys(config, updates)
     final = preflight.with_updates(config, updates)
     try:
-        if final.get("env") in ENVS:
-            _team_reward(final)
-        preflight.check_config(final, preflight.host_config_dir(), [config_root()],
-                               settings_classes=SETTINGS_CLASSES, runtime_keys=preflight.SACRED_KEYS)
+        check_values(final, preflight.host_config_dir())
     except ConfigError as exc:
         raise SystemExit(f"pymarl-nonmono: {exc}") from None
 

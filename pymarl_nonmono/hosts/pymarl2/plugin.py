@@ -18,7 +18,7 @@ from ..pymarl_family.registration import LEARNER, MAC, SELECTOR, register_learni
 from ..pymarl_family.signals import record_sigterm_as_interrupt
 from ..pymarl_family.workers import reporting_env_factory, stop_when_an_env_worker_fails
 from ..spec import PYMARL2
-from .preflight import PreflightError, check_config, check_environment
+from .preflight import PreflightError, check_config, check_environment, check_values
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ def check_command_line(config: dict, updates: list[str]) -> None:
     stop_on_unknown_with_keys(config, updates)
     final = with_updates(config, updates)
     try:
-        check_config(final, host_config_dir(), [config_root()])
+        check_values(final, host_config_dir())
         check_environment(final)
     except (ConfigError, PreflightError) as exc:
         raise SystemExit(f"pymarl-nonmono: {exc}") from None

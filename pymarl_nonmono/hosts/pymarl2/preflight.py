@@ -15,6 +15,7 @@ from ...errors import ConfigError
 from ...registry import Registry
 from ..pymarl_family import preflight as _family
 from ..pymarl_family.preflight import PreflightError
+from ..spec import PYMARL2
 from .doctor import MISSING, sc2_check, sc2_root, smac_check
 from .settings import SETTINGS_CLASSES
 
@@ -34,6 +35,13 @@ def check_config(config: Mapping, host_config_dir: Path, plugin_config_dirs: Ite
     """Validate a run that uses our learner or controller; other runs pass untouched."""
     _family.check_config(config, host_config_dir, plugin_config_dirs, settings_classes=SETTINGS_CLASSES,
                          runtime_keys=HOST_RUNTIME_KEYS, host_checks=[_no_q_lambda])
+
+
+def check_values(config: Mapping, host_config_dir: Path) -> None:
+    """Every check of a run's merged config that needs no env software: our components' keys
+    and values, and the env's env_args. What `main.py` and `bench --dry-run` both run."""
+    check_config(config, host_config_dir, [PYMARL2.our_configs()])
+    _family.check_env_args(config)
 
 
 def starcraft_problems(map_name: str | None = None) -> list[str]:
@@ -58,45 +66,31 @@ def smaclite_alternative(map_name: str) -> str | None:
     return text if not smaclite_problems() else f"{text}; install SMAClite first: {INSTALL_HINT}"
 
 
-def _grf_problems(env_args: Mapping) -> list[str]:
-    from ...envs.football import football_problems, football_settings
+def _football_problems(env_args: Mapping) -> list[str]:
+    from ...envs.football import football_problems
 
-    football_settings(env_args)  # bad scenario / agent count: ConfigError naming the key
     return football_problems()
 
 
 def _smaclite_problems(env_args: Mapping) -> list[str]:
-    from ...envs.smaclite import smaclite_problems, smaclite_settings
+    from ...envs.smaclite import smaclite_problems
 
-    smaclite_settings(env_args)  # unknown key or map: ConfigError naming the allowed ones
     return smaclite_problems()
-
-
-def _matrix_problems(env_args: Mapping) -> list[str]:
-    from ...envs.matrix import payoff_of_env_args
-
-    payoff_of_env_args(env_args)  # a bad preset or payoff: ConfigError naming it, before any env worker starts
-    return []
-
-
-def _gfootball_problems(env_args: Mapping) -> list[str]:
-    # PyMARL2's own GRF env imports gfootball only when it is created.
-    from ...envs.football import football_problems
-
-    return football_problems()
 
 
 # What each env needs beyond PyMARL2 itself, checked before a run starts: env_args in, one
 # problem (with its fix) per missing piece out. Envs not listed need nothing more.
 ENV_REQUIREMENTS: Registry[Callable[[Mapping], list[str]]] = Registry("env with start-up requirements")
 ENV_REQUIREMENTS.register("sc2", lambda env_args: starcraft_problems(env_args.get("map_name")))
-ENV_REQUIREMENTS.register("grf", _grf_problems)
+ENV_REQUIREMENTS.register("grf", _football_problems)
 ENV_REQUIREMENTS.register("smaclite", _smaclite_problems)
-ENV_REQUIREMENTS.register("gfootball", _gfootball_problems)
-ENV_REQUIREMENTS.register("matrix_game", _matrix_problems)
+# PyMARL2's own GRF env imports gfootball only when it is created.
+ENV_REQUIREMENTS.register("gfootball", _football_problems)
 
 
 def check_environment(config: Mapping) -> None:
+    """The env's env_args values (:func:`..pymarl_family.preflight.check_env_args`), then its software."""
+    _family.check_env_args(config)
     env, env_args = config.get("env"), config.get("env_args") or {}
     problems = ENV_REQUIREMENTS.get(env)(env_args) if env in ENV_REQUIREMENTS else []
     if problems:

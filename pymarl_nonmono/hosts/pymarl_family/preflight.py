@@ -13,7 +13,8 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 import yaml
 
-from ...errors import ConfigError, check_known_keys
+from ...errors import ConfigError, check_choice, check_known_keys
+from ...registry import Registry
 from .settings import our_keys, read_settings
 
 OUR_LEARNER = "nonmono_learner"
@@ -149,3 +150,50 @@ def stop_on_unknown_with_keys(config: Mapping, updates: Sequence[str]) -> None:
     except ConfigError as exc:
         raise SystemExit(f"pymarl-nonmono: {exc}; `with` takes the keys of default.yaml and of the "
                          f"--config and --env-config YAMLs") from None
+
+
+# ----------------------------------------------------------------- env_args values
+
+def _sc2_map(env_args: Mapping) -> None:
+    try:
+        from smac.env.starcraft2.maps.smac_maps import map_param_registry
+    except ImportError:
+        return  # StarCraft's smac missing: the software check says so
+    map_name = env_args.get("map_name")
+    if map_name not in map_param_registry:
+        check_choice("env_args.map_name", str(map_name), sorted(map_param_registry))
+
+
+def _matrix(env_args: Mapping) -> None:
+    from ...envs.matrix import payoff_of_env_args
+
+    payoff_of_env_args(env_args)
+
+
+def _smaclite(env_args: Mapping) -> None:
+    from ...envs.smaclite import smaclite_settings
+
+    smaclite_settings(env_args)
+
+
+def _football(env_args: Mapping) -> None:
+    from ...envs.football import football_settings
+
+    football_settings(env_args)
+
+
+# The env_args values of each env that can be checked without its software (a bad preset, map or
+# key), by env name: one ConfigError naming the value, before any env (or env worker) starts.
+ENV_ARGS_CHECKS: Registry[Callable[[Mapping], None]] = Registry("env with checkable env_args")
+ENV_ARGS_CHECKS.register("sc2", _sc2_map)
+ENV_ARGS_CHECKS.register("matrix_game", _matrix)
+ENV_ARGS_CHECKS.register("smaclite", _smaclite)
+ENV_ARGS_CHECKS.register("grf", _football)
+
+
+def check_env_args(config: Mapping, envs: Iterable[str] | None = None) -> None:
+    """Check ``config``'s env_args where its env is in :data:`ENV_ARGS_CHECKS` (and in ``envs``,
+    the names that are ours on this host, when given)."""
+    env = config.get("env")
+    if env in ENV_ARGS_CHECKS and (envs is None or env in envs):
+        ENV_ARGS_CHECKS.get(env)(config.get("env_args") or {})
