@@ -15,7 +15,7 @@ from ..hosts.doctor import OK
 from ..hosts.install import InstallError, check_checkout, detect_host
 from ..hosts.spec import HostSpec
 from ..tracking.urls import MONGO_URL_ENV, MongoTarget, MongoURLError, describe_error, resolve
-from .runner import Context, Plan, plan, write_state
+from .runner import Context, Plan, plan, read_state, write_state
 from .spec import RunSpec, Sweep, SweepError, check_against_host
 
 log = logging.getLogger(__name__)
@@ -111,6 +111,7 @@ def prepare(sweep: Sweep, host_path: str | os.PathLike, *, host_spec: Optional[H
     ctx = Context(host=str(host), sweep_dir=str(sweep_dir.resolve()), python=python or sys.executable,
                   mongo_db=target.db if target else None, mongo_off=target is None, timeout_s=timeout_s,
                   threads=threads)
+    check_binding(sweep, sweep_dir / "sweep.json")
     runs = sweep.runs()
     env_extra = {MONGO_URL_ENV: target.url} if target else {}
     return Prepared(sweep, host, spec, ctx, target, env_extra, runs, plan(runs, ctx, restart_stale))
@@ -167,12 +168,52 @@ def warn_if_mutable(state: dict) -> Optional[str]:
             f"without -e) or do not edit the tree until the sweep ends.")
 
 
+def check_binding(sweep: Sweep, record: Path) -> None:
+    """A sweep name stays bound to its settings: an entry (by label) or the sweep-wide ``set``
+    may not change from what ``record`` (an earlier call's sweep.json) says, or its runs could
+    no longer be told apart from the earlier ones (the report refuses to pool them). Seeds and
+    entries may be added, and a call may run some of the entries (``--only``)."""
+    old = read_state(record)
+    if not old:
+        return
+    new = sweep.to_dict()
+    conflicts = []
+    if dict(old.get("set") or {}) != new["set"]:
+        conflicts.append(f"set {old.get('set')} is now {new['set']}")
+    for kind in ("algs", "envs"):
+        before = {e["label"]: e for e in old.get(kind) or []}
+        for entry in new[kind]:
+            was = before.get(entry["label"])
+            if was is not None and (was["config"], dict(was["set"])) != (entry["config"], entry["set"]):
+                conflicts.append(f"{entry['label']} was --config={was['config']} with {was['set']}, "
+                                 f"now --config={entry['config']} with {entry['set']}")
+    if conflicts:
+        raise SweepError(f"sweep {sweep.name!r} was run with other settings ({record}): {'; '.join(conflicts)}. "
+                         f"Give these settings a sweep name of their own (--name), or remove {record.parent} to "
+                         f"start the sweep over")
+
+
+def _union(old: list, new: list) -> list:
+    labels = {e["label"] for e in old}
+    return list(old) + [e for e in new if e["label"] not in labels]
+
+
 def record_sweep(prepared: Prepared, code: Optional[dict] = None) -> Path:
     """Write ``sweep.json`` (the resolved sweep, the URL masked, the code the runs import:
-    ``code``, else :func:`code_state`) into the sweep folder."""
-    data = prepared.sweep.to_dict()
-    data.update(code=code if code is not None else code_state(), host=str(prepared.host), host_name=prepared.spec.name, runs=len(prepared.runs), written=_dt.datetime.now().isoformat(timespec="seconds"),
-                mongo=(f"{prepared.target.shown} database {prepared.target.db}" if prepared.target else None))
+    ``code``, else :func:`code_state`) into the sweep folder. Entries and seeds of earlier calls
+    stay (:func:`check_binding` made sure they agree); each call's code is kept under ``calls``."""
     path = Path(prepared.ctx.sweep_dir) / "sweep.json"
+    old = read_state(path) or {}
+    data = prepared.sweep.to_dict()
+    if old:
+        data["algs"], data["envs"] = _union(old.get("algs") or [], data["algs"]), _union(old.get("envs") or [], data["envs"])
+        data["seeds"] = sorted(set(old.get("seeds") or []) | set(data["seeds"]))
+    code = code if code is not None else code_state()
+    written = _dt.datetime.now().isoformat(timespec="seconds")
+    this_call = {"written": written, "code": code, "seeds": list(prepared.sweep.seeds),
+                 "labels": [e.label for e in prepared.sweep.algs + prepared.sweep.envs]}
+    data.update(code=code, host=str(prepared.host), host_name=prepared.spec.name, runs=len(prepared.runs),
+                written=written, calls=list(old.get("calls") or []) + [this_call],
+                mongo=(f"{prepared.target.shown} database {prepared.target.db}" if prepared.target else None))
     write_state(path, data)
     return path

@@ -91,6 +91,7 @@ class RunRecord:
     series: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     note: str = ""                 # why it is not included, once decided
     suite: str = ""                # PyMARL2's env config (``env``: sc2, matrix_game, ...)
+    settings: dict = field(default_factory=dict)  # its config without what differs between seeds
 
     def label(self) -> str:
         return f"{self.alg} seed {self.seed}" if self.seed is not None else f"{self.alg} ({self.ref})"
@@ -120,6 +121,51 @@ def _labels(config: Mapping) -> tuple[str, str, Optional[int], str]:
     alg = config.get("sweep_alg") or config.get("name") or "?"
     seed = config.get("seed")
     return str(alg), str(env), seed if isinstance(seed, int) else None, str(config.get("sweep_id") or "")
+
+
+# Config keys in which the seeds of one setting may differ: the seed itself, the sweep's own tags,
+# where the run was recorded, and on which device it ran.
+SEED_KEYS = {"seed", "env_args.seed", "sweep_id", "sweep_alg", "sweep_env", "mongo_url", "mongo_db", "use_cuda",
+             "device", "buffer_cpu_only", "unique_token"}
+
+
+def _flat(config: Mapping, prefix: str = "") -> dict:
+    out = {}
+    for key, value in config.items():
+        if isinstance(value, Mapping):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _settings(config: Mapping) -> dict:
+    """What a run was run with, as the dotted keys of its config, except :data:`SEED_KEYS`."""
+    return {k: v for k, v in _flat(config).items() if k not in SEED_KEYS}
+
+
+def check_same_settings(records: Sequence[RunRecord]) -> None:
+    """Refuse to pool the seeds of one algorithm on one environment when their configs differ
+    in anything but :data:`SEED_KEYS` (e.g. a sweep name reused with other settings)."""
+    groups: dict[tuple[str, str], list[RunRecord]] = {}
+    for r in records:
+        groups.setdefault((r.env, r.alg), []).append(r)
+    problems = []
+    for (env, alg), runs in sorted(groups.items()):
+        first = runs[0]
+        for other in runs[1:]:
+            keys = sorted(k for k in set(first.settings) | set(other.settings)
+                          if first.settings.get(k, "<absent>") != other.settings.get(k, "<absent>"))
+            if keys:
+                shown = ", ".join(f"{k}: {first.settings.get(k, '<absent>')!r} vs {other.settings.get(k, '<absent>')!r}"
+                                  for k in keys[:4]) + (" ..." if len(keys) > 4 else "")
+                problems.append(f"{alg} on {env}: {first.label()} ({first.ref}) and {other.label()} ({other.ref}) "
+                                f"differ in {shown}")
+                break
+    if problems:
+        raise ReportError("runs of one algorithm and environment were run with different settings, so they are not "
+                          "seeds of one experiment: " + "; ".join(problems) + ". Report them under different sweep "
+                          "names (bench --name), or move the runs you do not mean out of the results folder")
 
 
 def _last_line(trace) -> str:
@@ -177,6 +223,7 @@ def load_file_storage(roots: Iterable[str | Path], sweep: Optional[str] = None) 
             record = RunRecord(str(folder), alg, env, seed, str(run.get("status", "?")), str(run.get("start_time", "")),
                                sweep_id, _last_line(run.get("fail_trace")), _parse_time(run.get("heartbeat")))
             record.suite = str(config.get("env") or "")
+            record.settings = _settings(config)
             metrics = _read_json(folder / "metrics.json")
             for name, entry in metrics.items():
                 if isinstance(entry, Mapping) and entry.get("steps"):
@@ -237,6 +284,7 @@ class MongoSource:
                                str(doc.get("start_time", "")), sweep_id, _last_line(doc.get("fail_trace")),
                                _parse_time(doc.get("heartbeat")))
             record.suite = str((doc.get("config") or {}).get("env") or "")
+            record.settings = _settings(doc.get("config") or {})
             self._ids[doc["_id"]] = record
             records.append(record)
         if self._ids:
@@ -374,6 +422,7 @@ def classify(records: Sequence[RunRecord], metric: str, now: Optional[_dt.dateti
                 excluded.append(old)
             newest[key] = r
     kept = [r for r in included if not r.note]
+    check_same_settings(kept)
     return kept, excluded
 
 

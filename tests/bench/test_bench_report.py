@@ -247,3 +247,24 @@ def test_two_seeds_of_a_bounded_metric_keep_the_band_inside_and_tasks_pool(band)
     assert overall.improvement[("A", "B")].point == pytest.approx(0.5)
     md = report.markdown()
     assert "## All 2 environments (tasks)" in md and "| A | 2 × 2 |" in md
+
+
+def test_seeds_run_with_different_settings_are_never_pooled(tmp_path):
+    # A sweep name reused with other settings: seed 1 ran with lr 0.005, seeds 2-3 with 0.001.
+    root = tmp_path / "sacred"
+    for seed, lr in ((1, 0.005), (2, 0.001), (3, 0.001)):
+        folder = root / "m" / "A" / str(seed)
+        folder.mkdir(parents=True)
+        cfg = {"sweep_id": "s", "sweep_alg": "A", "sweep_env": "m", "seed": seed, "lr": lr,
+               "env_args": {"map_name": "m", "seed": seed * 7}, "use_cuda": seed == 1}
+        (folder / "config.json").write_text(json.dumps(cfg))
+        (folder / "run.json").write_text(json.dumps({"status": "COMPLETED", "start_time": f"2026-01-0{seed}T00:00:00"}))
+        (folder / "metrics.json").write_text(json.dumps({METRIC: {"steps": [0, 100], "values": [0, seed]}}))
+    records = rep.load_file_storage([root], "s")
+    with pytest.raises(rep.ReportError, match=r"A on m: A seed 1 .* and A seed 2 .* differ in lr: 0\.005 vs 0\.001"):
+        rep.classify(records, METRIC)
+    # The seed, the env's seed and the device are what seeds of one setting may differ in.
+    cfg = json.loads((root / "m" / "A" / "1" / "config.json").read_text())
+    (root / "m" / "A" / "1" / "config.json").write_text(json.dumps(dict(cfg, lr=0.001)))
+    kept, _ = rep.classify(rep.load_file_storage([root], "s"), METRIC)
+    assert len(kept) == 3

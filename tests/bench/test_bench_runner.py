@@ -138,7 +138,8 @@ def run_cli(capsys, *argv):
 def test_cli_sweep_then_resume(cli_host, tmp_path, capsys):
     base = ["bench", str(cli_host), "--alg", "qmix,vdn", "--env", "one_step_matrix_game", "--seeds", "1-2",
             "--set", "sleep=0.1", "--workers", "2", "--name", "s1"]
-    code, out, err = run_cli(capsys, *base, "--set", "fail_seed=2", "--no-progress")
+    (tmp_path / "probe" / "fail-seed2").write_text("")  # seed 2 fails, the settings say nothing of it
+    code, out, err = run_cli(capsys, *base, "--no-progress")
     assert code == 1, out + err
     assert "sweep s1: 2 algorithms x 1 environment x 2 seeds = 4 runs; 0 finished, 4 to run (2 workers, local)" in out
     assert "MongoDB: none (FileStorage only)" in out
@@ -149,10 +150,18 @@ def test_cli_sweep_then_resume(cli_host, tmp_path, capsys):
     assert sweep_json["seeds"] == [1, 2] and sweep_json["mongo"] is None
     assert all("mongo_url=off" in p["argv"] for p in probes(tmp_path).values())
 
-    # The failed runs' settings changed (fail_seed), so all four count as new.
+    # The same sweep runs its failed runs again.
+    (tmp_path / "probe" / "fail-seed2").unlink()
     code, out, _ = run_cli(capsys, *base, "--no-progress")
-    assert "0 finished, 4 to run" in out and code == 0
+    assert "2 finished, 2 to run" in out and code == 0
     assert "again: qmix__one_step_matrix_game__seed2 (FAILED: RuntimeError: boom on seed 2)" in out
+    # The sweep's name is bound to its settings: other settings under it are refused, nothing runs.
+    code, out, err = run_cli(capsys, *base, "--set", "fail_seed=3", "--no-progress")
+    assert code == 2 and "sweep 's1' was run with other settings" in err and "--name" in err, err
+    # More seeds are fine, and so is running some of the entries.
+    code, out, err = run_cli(capsys, *base, "--seeds", "3", "--only", "vdn", "--no-progress")
+    assert code == 0 and "1 algorithm x 1 environment x 1 seed = 1 run; 0 finished, 1 to run" in out, out + err
+    assert json.loads((cli_host / "results" / "sweeps" / "s1" / "sweep.json").read_text())["seeds"] == [1, 2, 3]
     with_bar = [] if importlib.util.find_spec("tqdm") else ["--no-progress"]
     code, out, err = run_cli(capsys, *base, *with_bar)
     assert "4 finished, 0 to run" in out and code == 0 and "done: 0 completed, 0 failed now; 4 of 4" in out
@@ -233,8 +242,8 @@ def test_sigterm_or_sighup_stops_the_runs_and_marks_them_interrupted(cli_host, t
     driver.write_text(DRIVER)
     argv = ["bench", str(cli_host), "--alg", "qmix", "--env", "one_step_matrix_game", "--seeds", "1",
             "--name", "sig", "--no-progress"]
-    bench = subprocess.Popen([sys.executable, str(driver), *argv, "--set", "sleep=120"],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    (tmp_path / "probe" / "sleep").write_text("120")
+    bench = subprocess.Popen([sys.executable, str(driver), *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     pid_file = tmp_path / "probe" / "qmix-1.pid"
     run_pid = None
     try:
@@ -258,7 +267,8 @@ def test_sigterm_or_sighup_stops_the_runs_and_marks_them_interrupted(cli_host, t
     state = read_state(cli_host / "results" / "sweeps" / "sig" / "runs" / "qmix__one_step_matrix_game__seed1.json")
     assert state["status"] == INTERRUPTED and state["error"] == f"bench interrupted by {sig.name}"
 
-    code, out, _ = run_cli(capsys, *argv, "--set", "sleep=0.1")
+    (tmp_path / "probe" / "sleep").write_text("0.1")
+    code, out, _ = run_cli(capsys, *argv)
     assert code == 0
     assert f"again: qmix__one_step_matrix_game__seed1 (INTERRUPTED: bench interrupted by {sig.name})" in out
 
