@@ -145,7 +145,7 @@ def _add_report_parser(sub, path_help: str) -> None:
                        "performance profiles (Markdown, CSV, PNG)",
         description="Read Sacred runs from FileStorage folders (default: PATH/results/sacred) or MongoDB and write, "
                     "per environment, the IQM curve of the metric across seeds with a band (--band), the final value "
-                    "and area under the curve as IQM, median and mean with 95%% stratified-bootstrap CIs, the "
+                    "and area under the curve as IQM, median and mean with 95% stratified-bootstrap CIs, the "
                     "probability of improvement of every pair of algorithms and performance profiles (rliable; pooled "
                     "over environments too when there are several): report.md, CSV tables, PNG figures. Failed and "
                     "unfinished runs are listed, never counted. Needs rliable: pip install rliable 'pandas<3'.")
@@ -417,7 +417,7 @@ def _report(args, path: str) -> int:
     from pathlib import Path
 
     from .bench import recovery, stats, table1
-    from .bench.report import build_report, plot
+    from .bench.report import ReportError, build_report, plot
 
     if args.points < 2:
         raise UsageError(f"--points must be at least 2, got {args.points}")
@@ -428,9 +428,16 @@ def _report(args, path: str) -> int:
     if not args.table1_tolerance >= 0:
         raise UsageError(f"--table1-tolerance must be >= 0, got {args.table1_tolerance}")
     stats.rliable()  # a missing optional dependency stops before any run is read
-    records, (metric,), where = _load_records(args, path, [args.metric] if args.metric else [],
-                                              (*(recovery.METRICS if args.recovery else ()),
-                                               *(table1.metric_names() if args.table1 else ())))
+    try:
+        records, (metric,), where = _load_records(args, path, [args.metric] if args.metric else [],
+                                                  (*(recovery.METRICS if args.recovery else ()),
+                                                   *(table1.metric_names() if args.table1 else ())))
+    except ReportError as exc:
+        if args.recovery and args.metric == recovery.OPTIMAL and recovery.OPTIMAL in str(exc):
+            raise ReportError(f"{exc}. --recovery reads {recovery.OPTIMAL}, which our matrix_game env logs "
+                              f"(--env-config=matrix_game, any preset or payoff); PyMARL2's own one_step_matrix_game "
+                              f"and other envs have no known optimum to recover") from None
+        raise
     report = build_report(records, metric, where, args.sweep, args.points, band=args.band, reps=args.reps)
     out_dir = Path(args.out or f"report-{args.sweep or 'all'}")
     figures = plot(report, out_dir, pdf=args.pdf)

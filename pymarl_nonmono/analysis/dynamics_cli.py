@@ -53,7 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--t-max", type=float, default=1e6, metavar="T", help="flow time to integrate to (default: 1e6)")
     parser.add_argument("--hidden", type=int, default=16, metavar="H", help="hidden units of the mixer (default: 16)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the starts and constructed points (default: 0)")
-    parser.add_argument("--out", metavar="DIR", help="output folder (default: ./dynamics-GAME-MU-GRADIENT)")
+    parser.add_argument("--out", metavar="DIR", help="output folder (default: ./dynamics-GAME-MU[-tauT]-GRADIENT, e.g. dynamics-qtran-softmax-tau0.3-full)")
 
 
 def _out(line: str = "") -> None:

@@ -131,7 +131,7 @@ def _default_label(config: str, overrides: Sequence[tuple[str, str]], kind: str)
     if kind == "env":
         given = dict(overrides)
         for key in ENV_LABEL_KEYS:
-            if given.get(key) not in (None, "", "None"):
+            if given.get(key) not in (None, "", "None", "null", "~"):  # Sacred's and YAML's ways to say None
                 return env_label(given[key])
     return config
 

@@ -268,3 +268,14 @@ def test_seeds_run_with_different_settings_are_never_pooled(tmp_path):
     (root / "m" / "A" / "1" / "config.json").write_text(json.dumps(dict(cfg, lr=0.001)))
     kept, _ = rep.classify(rep.load_file_storage([root], "s"), METRIC)
     assert len(kept) == 3
+
+
+def test_recovery_on_runs_without_a_known_optimum_says_which_envs_have_one(tmp_path, capsys):
+    needs_rliable()
+    write_file_storage(tmp_path / "sacred")
+    from pymarl_nonmono import cli
+
+    code = cli.main(["report", "--results", str(tmp_path / "sacred"), "--sweep", "s", "--recovery",
+                     "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and "test_optimal_mean" in err and "--env-config=matrix_game" in err, err

@@ -125,6 +125,15 @@ def test_misspelled_key_on_the_command_line_is_an_error(host, alg):
     assert "ConfigAddedError" not in out
 
 
+@pytest.mark.parametrize("args,message", [
+    (["--config=qmx", "--env-config=matrix_game"], "--config=qmx: no such config (did you mean --config=qmix?)"),
+    (["--config=qmix", "--env-config=smaclit"], "--env-config=smaclit: no such config (did you mean --env-config=smaclite?)"),
+])
+def test_a_misspelled_config_name_gets_a_did_you_mean(host, args, message):
+    root, _ = host
+    assert message in refused_output(run_main(root, *args, "with", "use_cuda=False"))
+
+
 def test_stock_algorithm_trains_with_our_softmax_exploration(host):
     # The README offers stock algorithms our Boltzmann selector; its keys must be ones a stock
     # config accepts on the command line.

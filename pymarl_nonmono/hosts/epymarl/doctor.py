@@ -6,6 +6,7 @@ import importlib.util
 import os
 from pathlib import Path
 
+from ...envs.smaclite import INSTALL_HINT as SMACLITE_INSTALL_HINT
 from .. import doctor as _host_doctor
 from ..doctor import ESSENTIAL, MISSING, OK, Check, mongo_check
 from ..spec import EPYMARL
@@ -57,4 +58,4 @@ def lbforaging_check() -> Check:
 
 def smaclite_check() -> Check:
     return _module_check("smaclite", "smaclite", "needed for EPyMARL's env-config=smaclite only",
-                         "pip install git+https://github.com/uoe-agents/smaclite.git")
+                         SMACLITE_INSTALL_HINT)

@@ -11,6 +11,7 @@ reference to ``run``, so, unlike on PyMARL2, every start-up check happens here.
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 from ...errors import ConfigError
@@ -50,6 +51,7 @@ def activate() -> list[str]:
     for name, factory in list(envs.REGISTRY.items()):
         envs.REGISTRY[name] = reporting_env_factory(factory)
     log.debug("pymarl-nonmono registered %s, %s, %s, envs %s", LEARNER, MAC, SELECTOR, ", ".join(ENVS))
+    preflight.check_config_names(sys.argv[1:], preflight.host_config_dir(), [config_root()])
     return [str(config_root())]
 
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import functools
 import logging
+import sys
 from pathlib import Path
 
 from ...errors import ConfigError
-from ..pymarl_family.preflight import host_config_dir, stop_on_unknown_with_keys, with_updates
+from ..pymarl_family.preflight import check_config_names, host_config_dir, stop_on_unknown_with_keys, with_updates
 from ..pymarl_family.registration import LEARNER, MAC, SELECTOR, register_learning, register_runners
 from ..pymarl_family.signals import record_sigterm_as_interrupt
 from ..pymarl_family.workers import reporting_env_factory, stop_when_an_env_worker_fails
@@ -79,6 +80,7 @@ def activate() -> list[str]:
     for name, fn in list(host_run.REGISTRY.items()):
         host_run.REGISTRY[name] = _with_preflight(fn)
     log.debug("pymarl-nonmono registered %s, %s, %s, envs matrix_game, grf and smaclite", LEARNER, MAC, SELECTOR)
+    check_config_names(sys.argv[1:], host_config_dir(), [config_root()])
     return [str(config_root())]
 
 

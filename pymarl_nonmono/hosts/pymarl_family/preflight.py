@@ -160,6 +160,8 @@ def _sc2_map(env_args: Mapping) -> None:
     except ImportError:
         return  # StarCraft's smac missing: the software check says so
     map_name = env_args.get("map_name")
+    if map_name is None:
+        raise ConfigError("env_args.map_name is null: SMAC needs a map, e.g. env_args.map_name=3s5z_vs_3s6z")
     if map_name not in map_param_registry:
         check_choice("env_args.map_name", str(map_name), sorted(map_param_registry))
 
@@ -197,3 +199,25 @@ def check_env_args(config: Mapping, envs: Iterable[str] | None = None) -> None:
     env = config.get("env")
     if env in ENV_ARGS_CHECKS and (envs is None or env in envs):
         ENV_ARGS_CHECKS.get(env)(config.get("env_args") or {})
+
+
+# ----------------------------------------------------------------- --config / --env-config names
+
+def check_config_names(argv: Sequence[str], host_config_dir: Path, plugin_config_dirs: Iterable[Path]) -> None:
+    """Stop with a 'did you mean' when ``--config=NAME`` or ``--env-config=NAME`` in ``argv`` (the
+    host's main.py command line) names no YAML in the host's folders or ours. Called when the
+    plugin is activated, before main.py looks the names up itself (it lists the paths it tried)."""
+    import difflib
+
+    for word in argv:
+        for flag, sub in (("--config=", "algs"), ("--env-config=", "envs")):
+            if not word.startswith(flag):
+                continue
+            name = word[len(flag):]
+            folders = [Path(host_config_dir) / sub, *(Path(d) / sub for d in plugin_config_dirs)]
+            known = sorted({p.stem for f in folders if f.is_dir() for p in f.glob("*.yaml")})
+            if name not in known:
+                hint = difflib.get_close_matches(name, known, n=1)
+                raise SystemExit(f"pymarl-nonmono: {flag}{name}: no such config" +
+                                 (f" (did you mean {flag}{hint[0]}?)" if hint else "") +
+                                 f"; the {sub} configs: {', '.join(known)}")
