@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from typing import Optional, Sequence
 
 from . import __version__
@@ -342,11 +343,23 @@ def _bench(args, path: str) -> int:
         else:
             _out(f"  {state.get('status')}: {run.key}" + ("" if ok else f" -- {state.get('error', '')}"))
 
+    started = time.monotonic()
+    last_line = [started]
+
+    def on_tick(running):
+        # A hung run must not look like a slow one: the env steps of each running run, from its log.
+        shown = [_run_progress_text(run, ctx) for run in running]
+        if bar is not None:
+            bar.set_postfix_str(f"failed={len(failed_now)}; " + ", ".join(shown) if shown else f"failed={len(failed_now)}")
+        elif time.monotonic() - last_line[0] >= PROGRESS_LINE_SECONDS and shown:
+            last_line[0] = time.monotonic()
+            _out(f"  running ({_elapsed(time.monotonic() - started)} elapsed): " + ", ".join(shown))
+
     try:
         # SIGTERM/SIGHUP stop the runs and mark them INTERRUPTED, as Ctrl-C does.
         with stop_on_signals():
             if args.executor == "local":
-                run_local(plan.todo, ctx, workers, prepared.env_extra, on_done)
+                run_local(plan.todo, ctx, workers, prepared.env_extra, on_done, on_tick)
             else:
                 parameters = {"timeout_min": args.timeout_min, "name": f"pymarl-{sweep.name}",
                               "slurm_partition": args.partition, "cpus_per_task": args.cpus_per_task,
@@ -365,6 +378,25 @@ def _bench(args, path: str) -> int:
             _out(f"  {run.key}: {state.get('error', '?')} (log: {state.get('log', '?')})")
     _out(f"report: {PROG} report {prepared.host} --sweep {sweep.name}" + (" --mongo" if target else ""))
     return 1 if failed_now else 0
+
+
+PROGRESS_LINE_SECONDS = 60  # --no-progress: a line with the running runs' progress this often
+
+
+def _elapsed(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"
+
+
+def _run_progress_text(run, ctx) -> str:
+    from .bench.runner import run_progress
+
+    progress = run_progress(ctx.log_path(run))
+    if progress is None:
+        return f"{run.key} starting"
+    t_env, t_max = progress
+    return f"{run.key} {t_env:,}/{t_max:,} steps ({100 * t_env / max(t_max, 1):.0f}%)"
 
 
 def _progress_bar_factory():

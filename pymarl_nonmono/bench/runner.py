@@ -177,6 +177,8 @@ def _run_env(ctx: Context, extra: Optional[Mapping[str, str]]) -> dict:
             env.setdefault(name, str(ctx.threads))
     env.update(extra or {})
     env.setdefault("PYTHONUNBUFFERED", "1")
+    # PyMARL2 imports pygame (its stag_hunt env) on every run, which prints a banner.
+    env.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
     return env
 
 
@@ -343,11 +345,25 @@ def submitted_job(run: RunSpec, ctx: Context) -> dict:
 OnEvent = Callable[[RunSpec, dict], None]
 
 
+_T_ENV_RE = re.compile(r"t_env: (\d+) / (\d+)")
+
+
+def run_progress(log_path: Path) -> Optional[tuple[int, int]]:
+    """``(t_env, t_max)`` of the last progress line the host's run.py wrote to a run's log."""
+    found = _T_ENV_RE.findall(_tail(Path(log_path), limit=20_000))
+    return (int(found[-1][0]), int(found[-1][1])) if found else None
+
+
+OnTick = Callable[[Sequence[RunSpec]], None]
+TICK_SECONDS = 2.0
+
+
 def run_local(runs: Sequence[RunSpec], ctx: Context, workers: int, env_extra: Optional[Mapping[str, str]] = None,
-              on_done: Optional[OnEvent] = None) -> list[dict]:
+              on_done: Optional[OnEvent] = None, on_tick: Optional[OnTick] = None) -> list[dict]:
     """Run ``runs`` with at most ``workers`` at a time; Ctrl-C stops them all (state INTERRUPTED).
 
-    So do SIGTERM and SIGHUP within :func:`stop_on_signals`.
+    So do SIGTERM and SIGHUP within :func:`stop_on_signals`. ``on_tick`` is called every
+    :data:`TICK_SECONDS` with the runs in progress (for a display of their progress).
     """
     processes = _Processes()
     results: list[dict] = []
@@ -357,8 +373,12 @@ def run_local(runs: Sequence[RunSpec], ctx: Context, workers: int, env_extra: Op
         for run in runs:
             futures[pool.submit(run_one, run, ctx, env_extra, processes)] = run
         pending = set(futures)
+        last_tick = 0.0
         while pending:
             finished, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+            if on_tick and time.monotonic() - last_tick >= TICK_SECONDS:
+                last_tick = time.monotonic()
+                on_tick([futures[f] for f in pending if f.running()])
             for future in finished:
                 run = futures[future]
                 try:

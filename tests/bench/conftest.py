@@ -15,11 +15,13 @@ print("[INFO] root Saving to FileStorageObserver in /fake/results/sacred/%s/%s."
 print('[INFO] pymarl Started run with ID "%s"' % seed, flush=True)
 with open(os.path.join(probe, "%s-%s.pid" % (alg, seed)), "w") as f:  # for tests that signal the bench
     f.write(str(os.getpid()))
+print("[INFO 12:00:00] my_main t_env: 7 / %s" % updates.get("t_max", "100"), flush=True)  # as run.py logs progress
 sleep_file = os.path.join(probe, "sleep")  # a delay that is no setting of the sweep
 time.sleep(float(open(sleep_file).read() if os.path.exists(sleep_file) else updates.get("sleep", "0.3")))
 with open(os.path.join(probe, "%s-%s.json" % (alg, seed)), "w") as f:
     json.dump({"start": start, "end": time.time(), "argv": args,
-               "mongo": os.environ.get("PYMARL_NONMONO_MONGO_URL"), "omp": os.environ.get("OMP_NUM_THREADS")}, f)
+               "mongo": os.environ.get("PYMARL_NONMONO_MONGO_URL"), "omp": os.environ.get("OMP_NUM_THREADS"),
+               "pygame_banner": os.environ.get("PYGAME_HIDE_SUPPORT_PROMPT")}, f)
 if updates.get("fail_seed") == seed or os.path.exists(os.path.join(probe, "fail-seed%s" % seed)):
     print("Traceback (most recent call last):")
     print('  File "src/main.py", line 1, in <module>')

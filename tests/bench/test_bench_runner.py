@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import re
 import os
 import signal
 import socket
@@ -53,6 +54,7 @@ def test_local_workers_states_logs_and_errors(fake_host, tmp_path):
     runs = probes(tmp_path)
     assert max_overlap([(p["start"], p["end"]) for p in runs.values()]) == 2
     assert all(p["mongo"] == SECRET_URL and p["omp"] == "1" for p in runs.values())  # through the environment only
+    assert all(p["pygame_banner"] == "1" for p in runs.values())  # PyMARL2 imports pygame on every run
     state = read_state(ctx.state_path(sweep.runs()[2]))
     assert state["status"] == FAILED and state["error"] == "RuntimeError: boom on seed 3" and state["returncode"] == 1
     ok = read_state(ctx.state_path(sweep.runs()[0]))
@@ -281,3 +283,26 @@ def test_a_run_left_running_by_a_dead_bench_is_rerun_saying_so(cli_host, capsys)
     code, out, _ = run_cli(capsys, *argv)
     assert code == 0 and "1 to run" in out
     assert "again: qmix__one_step_matrix_game__seed1 (RUNNING: left by an earlier bench or job" in out
+
+
+def test_run_progress_reads_the_last_progress_line_of_a_log(tmp_path):
+    from pymarl_nonmono.bench.runner import run_progress
+
+    log = tmp_path / "run.log"
+    log.write_text("[INFO] my_main t_env: 352 / 60000\nstuff\n[INFO] my_main t_env: 21018 / 60000\n[INFO] more\n")
+    assert run_progress(log) == (21018, 60000)
+    log.write_text("[INFO] starting\n")
+    assert run_progress(log) is None
+
+
+def test_bench_shows_the_progress_of_running_runs(cli_host, tmp_path, capsys, monkeypatch):
+    # The bar moved only when a run finished: a hung run looked like a slow one.
+    from pymarl_nonmono.bench import runner
+
+    monkeypatch.setattr(runner, "TICK_SECONDS", 0.1)
+    monkeypatch.setattr(cli, "PROGRESS_LINE_SECONDS", 0)
+    (tmp_path / "probe" / "sleep").write_text("3")
+    code, out, _ = run_cli(capsys, "bench", str(cli_host), "--alg", "qmix", "--env", "one_step_matrix_game",
+                           "--seeds", "1", "--name", "live", "--no-progress")
+    assert code == 0
+    assert re.search(r"running \(0:00:0\d elapsed\): qmix__one_step_matrix_game__seed1 7/100 steps \(7%\)", out), out
