@@ -134,6 +134,32 @@ def test_a_misspelled_config_name_gets_a_did_you_mean(host, args, message):
     assert message in refused_output(run_main(root, *args, "with", "use_cuda=False"))
 
 
+def cheap_doc_commands() -> list[tuple[str, list[str]]]:
+    """The docs' main.py commands that run in seconds here: matrix games, short budgets."""
+    import shlex
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from test_docs_commands import COMMANDS
+
+    cheap = []
+    for where, line in COMMANDS:
+        args = shlex.split(line.partition("   #")[0].split("src/main.py", 1)[1])
+        env = next((a.split("=", 1)[1] for a in args if a.startswith("--env-config=")), "")
+        t_max = next((int(a.split("=", 1)[1]) for a in args if a.startswith("t_max=")), None)
+        if env in ("matrix_game", "one_step_matrix_game") and "--config=ALG" not in args and (
+                "--config=nonmono_qmix_matrix" in args or (t_max or 10**9) <= 2000):
+            cheap.append((where, args))
+    return cheap
+
+
+@pytest.mark.parametrize("where,args", cheap_doc_commands(), ids=lambda v: v if isinstance(v, str) else "")
+def test_the_docs_cheap_commands_run_as_written(host, where, args):
+    root, _ = host
+    proc = run_main(root, *args, env_extra={"OMP_NUM_THREADS": "1"}, timeout=600)
+    assert proc.returncode == 0, (where, proc.stdout[-2000:] + proc.stderr[-2000:])
+    assert "Completed after" in proc.stdout + proc.stderr
+
+
 def test_stock_algorithm_trains_with_our_softmax_exploration(host):
     # The README offers stock algorithms our Boltzmann selector; its keys must be ones a stock
     # config accepts on the command line.
