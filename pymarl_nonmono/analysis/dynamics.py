@@ -60,6 +60,9 @@ ACTIVATIONS.register("tanh", torch.tanh)
 # would otherwise name the PyMARL config keys.
 _PAYOFF_KEYS = {"env_args.preset": "--game", "env_args.payoff": "--payoff", "env_args.penalty_k": "--penalty-k"}
 
+#: ``progress(phase, done, total)``: how far a long computation is (for a display).
+Progress = Callable[[str, int, int], None]
+
 
 def load_payoff(game: Optional[str] = None, payoff: Any = None, penalty_k: Optional[float] = None) -> np.ndarray:
     """The payoff tensor ``[A_1, ..., A_N]`` from a preset name or a nested list."""
@@ -295,6 +298,7 @@ def integrate(
     t_max: float = 1e6,
     tol: float = 1e-3,
     h0: float = 1e-3,
+    progress: Optional[Progress] = None,
 ) -> Flow:
     """Integrate ``theta_dot = field(theta)`` from each row of ``theta0`` up to ``t_max``.
 
@@ -316,7 +320,9 @@ def integrate(
     failed = torch.zeros(b, dtype=torch.bool)
     rejected = torch.zeros(b, dtype=torch.bool)
     times, path = [t.clone()], [theta[:, dyn.model.q_slice].clone()]
-    for _ in range(steps):
+    for i in range(steps):
+        if progress:
+            progress("integrating", i, steps)
         active = (t < t_max * (1 - 1e-12)) & ~failed
         if not bool(active.any()):
             break
@@ -732,10 +738,10 @@ class Analysis:
         }
 
 
-def analyse(cfg: AnalysisConfig) -> Analysis:
+def analyse(cfg: AnalysisConfig, progress: Optional[Progress] = None) -> Analysis:
     """Integrate the flow from ``cfg.starts`` random points, polish endpoints that are near
     the zero-loss set onto it and classify them, and classify one constructed zero-loss
-    point per greedy joint action."""
+    point per greedy joint action. ``progress(phase, done, total)`` is told how far it is."""
     check_range("--starts", cfg.starts, low=1)
     check_range("--tol", cfg.tol, low=0.0, low_open=True)
     game = Game(cfg.payoff)
@@ -744,7 +750,7 @@ def analyse(cfg: AnalysisConfig) -> Analysis:
     gen = torch.Generator().manual_seed(int(cfg.seed))
     theta0 = model.initial_points(int(cfg.starts), gen, q_scale=cfg.q_scale)
     log.info("integrating %d starts (%s), up to %d steps, t_max %g", cfg.starts, dyn.describe(), cfg.steps, cfg.t_max)
-    flow = integrate(dyn, theta0, steps=int(cfg.steps), t_max=cfg.t_max, tol=cfg.tol)
+    flow = integrate(dyn, theta0, steps=int(cfg.steps), t_max=cfg.t_max, tol=cfg.tol, progress=progress)
     outcomes = [outcome(dyn, th) for th in flow.theta]
     for o, g0 in zip(outcomes, model.greedy(theta0)):
         o["initial_greedy"] = [int(a) for a in g0]
@@ -753,6 +759,8 @@ def analyse(cfg: AnalysisConfig) -> Analysis:
     endpoint_points, endpoint_start = [], []
     polish_limit = cfg.polish_below * max(1.0, float(game.y.abs().max()))
     for k, (th, o) in enumerate(zip(flow.theta, outcomes)):
+        if progress:
+            progress("polishing endpoints", k, len(outcomes))
         if bool(flow.failed[k]) or o["max_abs_residual"] > polish_limit:
             continue
         point, _, ok = solve_zero_loss(model, th)
@@ -763,6 +771,8 @@ def analyse(cfg: AnalysisConfig) -> Analysis:
 
     constructed = []
     for k in range(game.n_joint):
+        if progress:
+            progress("classifying constructed points", k, game.n_joint)
         greedy = tuple(int(a) for a in game.joint[k])
         constructed.append(stability(dyn, zero_loss_point(model, greedy, gen)))
     return Analysis(cfg, game, dyn, flow, outcomes, endpoint_points, endpoint_start, constructed)

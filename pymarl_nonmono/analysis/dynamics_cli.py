@@ -60,6 +60,25 @@ def _out(line: str = "") -> None:
     sys.stdout.write(line + "\n")
 
 
+class ProgressLine:
+    """``progress(phase, done, total)`` shown on one line of ``stream``: redrawn in place on a
+    terminal, a line per tenth of each phase otherwise (a log file)."""
+
+    def __init__(self, stream) -> None:
+        self.stream = stream
+        self.tty = bool(getattr(stream, "isatty", lambda: False)())
+        self.last = None
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        tenth = 10 * (done + 1) // max(total, 1)
+        if self.tty:
+            self.stream.write(f"\r{phase}: {done + 1}/{total}" + ("\n" if done + 1 == total else ""))
+        elif (phase, tenth) != self.last:
+            self.stream.write(f"{phase}: {done + 1}/{total}\n")
+        self.last = (phase, tenth)
+        self.stream.flush()
+
+
 def _config(args) -> tuple[AnalysisConfig, str]:
     if args.payoff is not None:
         try:
@@ -92,7 +111,7 @@ def run(args) -> int:
     torch.set_num_threads(1)
     out_dir = Path(args.out or f"dynamics-{name}-{cfg.mu}{'' if cfg.mu == 'uniform' else f'-tau{cfg.tau:g}'}-{cfg.gradient}")
     try:
-        analysis = analyse(cfg)
+        analysis = analyse(cfg, progress=ProgressLine(sys.stderr))
     except (ConfigError, RuntimeError) as exc:
         sys.stderr.write(f"{PROG}: error: {exc}\n")
         return EXIT_ERROR

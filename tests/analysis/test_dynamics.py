@@ -108,7 +108,12 @@ def test_theorem1_uniform_igm_violating_zero_loss_point_is_a_stable_minimum(mode
 
 def test_theorem1_uniform_flow_reaches_igm_violating_zero_loss_points():
     cfg = D.AnalysisConfig(D.load_payoff("qtran"), mu="uniform", gradient="full", starts=6, steps=150, hidden=8, seed=0)
-    analysis = D.analyse(cfg)
+    seen = []
+    analysis = D.analyse(cfg, progress=lambda phase, done, total: seen.append((phase, done, total)))
+    # Told how far it is through each phase (the command was silent for 20-30 s).
+    assert [p for p, _, _ in seen if p != seen[0][0]][:1] == ["polishing endpoints"]
+    assert {(p, total) for p, _, total in seen} >= {("integrating", 150), ("polishing endpoints", 6),
+                                                    ("classifying constructed points", 9)}
     reached = analysis.endpoint_points
     assert len(reached) == 6 and all(o["fitted"] for o in analysis.outcomes)
     assert any(not s.igm_consistent for s in reached)
@@ -233,8 +238,10 @@ def test_cli_writes_plots_and_summary(tmp_path, capsys):
     argv = ["--game", "qtran", "--mu", "softmax", "--tau", "0.5", "--gradient", "semi", "--starts", "3",
             "--steps", "40", "--hidden", "8", "--seed", "2", "--out", str(out)]
     assert _cli(argv) == 0
-    text = capsys.readouterr().out
+    captured = capsys.readouterr()
+    text = captured.out
     assert "IGM-consistent and optimal" in text and "Theorem 3" in text
+    assert "integrating: 1/40" in captured.err and "classifying constructed points: 9/9" in captured.err
     for name in ("outcomes.png", "eigenvalues.png", "trajectories.png", "summary.md"):
         assert (out / name).stat().st_size > 0
     summary = json.loads((out / "summary.json").read_text())
