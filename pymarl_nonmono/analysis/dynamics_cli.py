@@ -259,6 +259,16 @@ def markdown_lines(analysis: Analysis, name: str) -> list[str]:
 # --- plots --------------------------------------------------------------------------
 
 
+def symlog_ticks(linthresh: float, largest: float, most: int = 5) -> list[float]:
+    """Ticks for a symlog axis: 0 and at most ``most`` decades each side, none within two
+    decades of ``linthresh`` (matplotlib's own put ±linthresh beside 0, labels on top of each other)."""
+    low = math.floor(math.log10(linthresh)) + 2
+    high = max(low, math.ceil(math.log10(max(largest, linthresh))))
+    stride = max(1, math.ceil((high - low + 1) / most))
+    decades = [10.0 ** e for e in range(high, low - 1, -stride)]
+    return sorted([-d for d in decades] + [0.0] + decades)
+
+
 def write_plots(analysis: Analysis, out_dir: Path, name: str) -> list[Path]:
     import matplotlib
 
@@ -299,7 +309,9 @@ def write_plots(analysis: Analysis, out_dir: Path, name: str) -> list[Path]:
             if c["paper"] is not None:
                 ax.scatter([x + 0.2], [c["paper"]], marker="x", s=30, color="tab:purple")
     smallest = min(abs(e) for st in analysis.constructed for e in st.normal_eigs if e != 0.0)
-    ax.set_yscale("symlog", linthresh=max(smallest, 1e-12))
+    linthresh = max(smallest, 1e-12)
+    ax.set_yscale("symlog", linthresh=linthresh)
+    ax.set_yticks(symlog_ticks(linthresh, max(abs(e) for st in analysis.constructed for e in st.normal_eigs)))
     ax.axhline(0.0, color="grey", lw=0.8)
     ax.set_xticks(range(len(labels)), labels)
     ax.set_xlabel("greedy joint action of the zero-loss point")

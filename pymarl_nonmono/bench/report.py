@@ -741,29 +741,167 @@ def _pyplot():
 
 
 def _save(fig, path: Path, pdf: bool, paths: list) -> None:
-    fig.tight_layout()
-    fig.savefig(path)
+    # "tight": the legend sits outside the axes, right of the data, and must be in the file.
+    fig.savefig(path, bbox_inches="tight")
     paths.append(path)
     if pdf:
-        fig.savefig(path.with_suffix(".pdf"))
+        fig.savefig(path.with_suffix(".pdf"), bbox_inches="tight")
         paths.append(path.with_suffix(".pdf"))
 
 
-def _plot_profile(plt, comparison: Comparison, title: str, metric: str, path: Path, pdf: bool, paths: list) -> None:
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
-    for i, (alg, (p, lo, hi)) in enumerate(comparison.profiles.items()):
+# Okabe & Ito's colour-blind-safe qualitative palette, then matplotlib's tab10 beyond eight.
+PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000",
+           "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")
+# Fewer runs than this and a bootstrap CI is mostly the range of the runs (with 3 seeds of a
+# 0-or-12 outcome, the whole plot): no CI band is drawn, and the figure says why.
+MIN_RUNS_FOR_CI = 5
+BAND_FILL_ALPHA = 0.12
+
+
+def _colour(i: int) -> str:
+    return PALETTE[i % len(PALETTE)]
+
+
+def _band(ax, x, low, high, colour: str, step: Optional[str] = None) -> None:
+    """A light fill with its edges drawn: overlapping bands stay readable (translucent fills
+    alone merge into one muddy area)."""
+    ax.fill_between(x, low, high, alpha=BAND_FILL_ALPHA, color=colour, linewidth=0, step=step)
+    draw = "steps-post" if step == "post" else "default"
+    for edge in (low, high):
+        ax.plot(x, edge, color=colour, linewidth=0.7, alpha=0.7, drawstyle=draw)
+
+
+def _legend_outside(ax) -> None:
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, frameon=False)
+
+
+def profile_figure(plt, comparison: Comparison, title: str, metric: str):
+    """Performance profiles: overlaid up to :data:`MAX_OVERLAID` algorithms, else small multiples."""
+    algs = list(comparison.profiles)
+    many = len(algs) > MAX_OVERLAID
+    cols = min(3, len(algs)) if many else 1
+    rows = -(-len(algs) // cols) if many else 1
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows + 0.8) if many else (7.5, 4), dpi=120,
+                             sharex=True, sharey=True, squeeze=False)
+    too_few = []
+    for i, alg in enumerate(algs):
+        p, lo, hi = comparison.profiles[alg]
+        ax = axes[i // cols][i % cols] if many else axes[0][0]
         n = comparison.scores[alg].shape[0]
-        line, = ax.plot(comparison.taus, p, label=f"{alg} (n={n})", linewidth=1.6, linestyle=_STYLES[i % len(_STYLES)],
-                        drawstyle="steps-post")
-        ax.fill_between(comparison.taus, lo, hi, step="post", alpha=0.2, color=line.get_color(), linewidth=0)
-    ax.set_xlabel(f"final {metric} (τ)")
-    ax.set_ylabel("fraction of runs with score > τ")
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
+        colour = _colour(i)
+        if many:
+            for other in algs:
+                if other != alg:
+                    ax.plot(comparison.taus, comparison.profiles[other][0], color="0.75", linewidth=0.9,
+                            drawstyle="steps-post")
+            ax.set_title(f"{alg} (n={n})", fontsize=9, color=colour)
+        ax.plot(comparison.taus, p, label=f"{alg} (n={n})", linewidth=1.6, color=colour, drawstyle="steps-post",
+                linestyle="-" if many else _STYLES[i % len(_STYLES)])
+        if n >= MIN_RUNS_FOR_CI:
+            _band(ax, comparison.taus, lo, hi, colour, step="post")
+        else:
+            too_few.append(alg)
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+        if i % cols == 0:
+            ax.set_ylabel("fraction of runs > τ", fontsize=8)
+        if not many or i // cols == rows - 1 or i + cols >= len(algs):
+            ax.set_xlabel(f"final {metric} (τ)", fontsize=8)
+            ax.xaxis.set_tick_params(labelbottom=True)
+    for j in range(len(algs), rows * cols):
+        axes[j // cols][j % cols].set_visible(False)
+    if too_few:
+        title += f"\nno CI band for {', '.join(too_few)}: fewer than {MIN_RUNS_FOR_CI} runs"
+    if many:
+        fig.suptitle(title.replace("\n", "; ", 1) + "; grey: the other algorithms", fontsize=10)
+        fig.tight_layout()
+    else:
+        axes[0][0].set_title(title, fontsize=10)
+        _legend_outside(axes[0][0])
+    return fig
+
+
+def _plot_profile(plt, comparison: Comparison, title: str, metric: str, path: Path, pdf: bool, paths: list) -> None:
+    fig = profile_figure(plt, comparison, title, metric)
     _save(fig, path, pdf, paths)
     plt.close(fig)
+
+
+# More algorithms than this and the curves are drawn as small multiples: one panel each, the
+# others' IQM curves in grey behind it (five overlapping bands cannot be read).
+MAX_OVERLAID = 3
+
+
+def curves_figure(plt, env: EnvReport, metric: str, band: str):
+    """The learning curves of one environment: IQM across seeds, each with its band."""
+    if len(env.curves) > MAX_OVERLAID:
+        return _small_multiples(plt, env, metric, band)
+    fig, ax = plt.subplots(figsize=(8.5, 4.5), dpi=120)
+    too_few = []
+    for i, curve in enumerate(env.curves):
+        label = f"{curve.alg} (n={curve.n}" + (f"; {_count_notes(curve.excluded)} not included" if curve.excluded else "") + ")"
+        colour = _colour(i)
+        # Distinct dashes keep algorithms with identical curves (common on small games) visible.
+        ax.plot(curve.steps, curve.centre, label=label, linewidth=1.8, linestyle=_STYLES[i % len(_STYLES)], color=colour)
+        if curve.n > 1 and (band == "iqr" or curve.n >= MIN_RUNS_FOR_CI):
+            _band(ax, curve.steps, curve.low, curve.high, colour)
+        elif curve.n > 1:
+            too_few.append(curve.alg)
+    for row in env.rows:
+        if row.n == 0:
+            ax.plot([], [], linestyle="none", label=f"{row.alg}: no finished run ({_count_notes(row.excluded) or 'none'})")
+    seeds = _seeds_text([c.n for c in env.curves])
+    what = "band: 25–75% IQR" if band == "iqr" else "band: 95% bootstrap CI of the IQM"
+    title = f"{env.env}: {metric}\nIQM across {seeds} seeds; {what}"
+    if too_few:
+        title += f"\nno CI band for {', '.join(too_few)}: fewer than {MIN_RUNS_FOR_CI} runs"
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel(metric)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    _legend_outside(ax)
+    return fig
+
+
+def _small_multiples(plt, env: EnvReport, metric: str, band: str):
+    n = len(env.curves)
+    cols = min(3, n)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows + 0.6), dpi=120, sharex=True, sharey=True,
+                             squeeze=False)
+    too_few = []
+    for i, curve in enumerate(env.curves):
+        ax = axes[i // cols][i % cols]
+        for other in env.curves:
+            if other is not curve:
+                ax.plot(other.steps, other.centre, color="0.75", linewidth=0.9)
+        colour = _colour(i)
+        ax.plot(curve.steps, curve.centre, color=colour, linewidth=1.9)
+        if curve.n > 1 and (band == "iqr" or curve.n >= MIN_RUNS_FOR_CI):
+            _band(ax, curve.steps, curve.low, curve.high, colour)
+        elif curve.n > 1:
+            too_few.append(curve.alg)
+        note = f"; {_count_notes(curve.excluded)} not included" if curve.excluded else ""
+        ax.set_title(f"{curve.alg} (n={curve.n}{note})", fontsize=9, color=colour)
+        ax.grid(alpha=0.3)
+        if i % cols == 0:
+            ax.set_ylabel(metric, fontsize=8)
+        if i // cols == rows - 1 or i + cols >= n:
+            ax.set_xlabel("environment steps", fontsize=8)
+            ax.xaxis.set_tick_params(labelbottom=True)
+    for j in range(n, rows * cols):
+        axes[j // cols][j % cols].set_visible(False)
+    missing = [row.alg for row in env.rows if row.n == 0]
+    seeds = _seeds_text([c.n for c in env.curves])
+    what = "band: 25–75% IQR" if band == "iqr" else "band: 95% bootstrap CI of the IQM"
+    title = f"{env.env}: {metric} — IQM across {seeds} seeds; {what}; grey: the other algorithms"
+    if too_few:
+        title += f"\nno CI band for {', '.join(too_few)}: fewer than {MIN_RUNS_FOR_CI} runs"
+    if missing:
+        title += f"\nno finished run: {', '.join(missing)}"
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
 
 
 def plot(report: Report, out_dir: Path, pdf: bool = False) -> list[Path]:
@@ -774,24 +912,8 @@ def plot(report: Report, out_dir: Path, pdf: bool = False) -> list[Path]:
     plt = _pyplot()
     out_dir.mkdir(parents=True, exist_ok=True)
     paths: list[Path] = []
-    band = "band: 25–75% IQR" if report.band == "iqr" else "band: 95% bootstrap CI of the IQM"
     for env in report.envs:
-        fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-        for i, curve in enumerate(env.curves):
-            label = f"{curve.alg} (n={curve.n}" + (f"; {_count_notes(curve.excluded)} not included" if curve.excluded else "") + ")"
-            # Distinct dashes keep algorithms with identical curves (common on small games) visible.
-            line, = ax.plot(curve.steps, curve.centre, label=label, linewidth=1.8, linestyle=_STYLES[i % len(_STYLES)])
-            if curve.n > 1:
-                ax.fill_between(curve.steps, curve.low, curve.high, alpha=0.2, color=line.get_color(), linewidth=0)
-        for row in env.rows:
-            if row.n == 0:
-                ax.plot([], [], linestyle="none", label=f"{row.alg}: no finished run ({_count_notes(row.excluded) or 'none'})")
-        seeds = _seeds_text([c.n for c in env.curves])
-        ax.set_xlabel("environment steps")
-        ax.set_ylabel(report.metric)
-        ax.set_title(f"{env.env}: {report.metric}\nIQM across {seeds} seeds; {band}", fontsize=10)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="best")
+        fig = curves_figure(plt, env, report.metric, report.band)
         path = out_dir / f"{_safe(report.metric)}_{_safe(env.env)}.png"
         _save(fig, path, pdf, paths)
         plt.close(fig)

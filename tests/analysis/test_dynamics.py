@@ -249,3 +249,12 @@ def test_cli_writes_plots_and_summary(tmp_path, capsys):
     assert len(summary["per_start"]) == 3
     assert 0.0 <= summary["fractions"]["igm_consistent_and_optimal"] <= 1.0
     assert len(summary["constructed_zero_loss_points"]) == 9
+
+
+def test_symlog_ticks_leave_room_around_zero():
+    from pymarl_nonmono.analysis.dynamics_cli import symlog_ticks
+
+    ticks = symlog_ticks(1e-12, 3e8)
+    assert 0.0 in ticks and len(ticks) <= 11
+    assert min(abs(t) for t in ticks if t) >= 1e-10  # no label two decades or less from the linear region
+    assert ticks == sorted(ticks) and all(-t in ticks for t in ticks)

@@ -279,3 +279,56 @@ def test_recovery_on_runs_without_a_known_optimum_says_which_envs_have_one(tmp_p
                      "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert code == 2 and "test_optimal_mean" in err and "--env-config=matrix_game" in err, err
+
+
+# ------------------------------------------------------------------ figures, by what they draw
+
+def _figure_report(n_algs, seeds, band):
+    records = [record(f"alg{a}", "m", s, [0, 100, 200, 300], [a + s, a + s + 1, a + s + 2, a + s + 3])
+               for a in range(n_algs) for s in range(1, seeds + 1)]
+    return rep.build_report(records, METRIC, "files", None, points=20, band=band, reps=200)
+
+
+def test_overlaid_curves_have_distinct_colours_outlined_light_bands_and_the_legend_outside():
+    pytest.importorskip("matplotlib", reason="plots need matplotlib (pip install matplotlib)")
+    needs_rliable()
+    from matplotlib.collections import PolyCollection
+
+    plt = rep._pyplot()
+    report = _figure_report(3, 3, "iqr")
+    fig = rep.curves_figure(plt, report.envs[0], METRIC, "iqr")
+    ax = fig.axes[0]
+    fills = [c for c in ax.collections if isinstance(c, PolyCollection)]
+    assert len(fills) == 3 and all(f.get_alpha() <= 0.15 for f in fills)  # light fills ...
+    centres = [line for line in ax.get_lines() if line.get_linewidth() > 1.5]
+    edges = [line for line in ax.get_lines() if line.get_linewidth() < 1.0]
+    assert len(centres) == 3 and len(edges) == 6  # ... each outlined by its low and high edge
+    assert len({line.get_color() for line in centres}) == 3
+    fig.canvas.draw()
+    legend = ax.get_legend().get_window_extent()
+    assert legend.x0 >= ax.get_window_extent().x1  # right of the data, not over it
+    plt.close(fig)
+
+
+def test_many_algorithms_are_small_multiples_and_few_seeds_get_no_ci_band_but_a_note():
+    pytest.importorskip("matplotlib", reason="plots need matplotlib (pip install matplotlib)")
+    needs_rliable()
+    from matplotlib.collections import PolyCollection
+
+    plt = rep._pyplot()
+    report = _figure_report(5, 3, "ci")
+    fig = rep.curves_figure(plt, report.envs[0], METRIC, "ci")
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(visible) == 5
+    assert not any(isinstance(c, PolyCollection) for ax in visible for c in ax.collections)
+    assert "no CI band for alg0, alg1, alg2, alg3, alg4: fewer than 5 runs" in fig._suptitle.get_text()
+    plt.close(fig)
+    report = _figure_report(2, 3, "ci")
+    fig = rep.profile_figure(plt, report.envs[0].comparison, "t", METRIC)
+    assert not any(isinstance(c, PolyCollection) for c in fig.axes[0].collections)
+    assert "fewer than 5 runs" in fig.axes[0].get_title()
+    plt.close(fig)
+    report = _figure_report(2, 6, "ci")
+    fig = rep.profile_figure(plt, report.envs[0].comparison, "t", METRIC)
+    assert sum(isinstance(c, PolyCollection) for c in fig.axes[0].collections) == 2
+    plt.close(fig)
