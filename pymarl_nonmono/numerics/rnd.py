@@ -110,9 +110,8 @@ def shifted_moments(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     as ``mean = m0 + sum(d)/n`` and ``var = sum(d**2)/n - (sum(d)/n)**2``. Centring on
     ``m0`` is what keeps float32 exact enough: ``d`` is of the size of the spread, so the
     sums carry the spread's digits, not the offset's (a feature at 50 +- 0.01 keeps its
-    variance), and the correction term is tiny. On a corridor-sized ``[12800, 282]``
-    float32 batch, one thread, this took 4.5 ms where ``torch.var_mean`` in float64 took
-    36 ms: the input statistics had been a third of RND's cost.
+    variance), and the correction term is tiny. A float64 copy of a batch of states costs
+    several times the statistics themselves (docs/rnd.md has the timings).
     :func:`moments_reference` is the plain float64 computation it must agree with.
     """
     if values.dim() < 1 or values.shape[0] == 0:

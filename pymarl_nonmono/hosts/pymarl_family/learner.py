@@ -230,8 +230,8 @@ class NonMonoLearner:
     def _update_targets(self):
         self.target_mac.load_state(self.mac)
         self.target_mixer.load_state_dict(self.mixer.state_dict())
-        # No log line: PyMARL2's console shows DEBUG, and one line per update was over a
-        # quarter of a run's output. `target_update_count` (a statistic) tells the story.
+        # No log line: PyMARL2's console shows DEBUG, where a line per copy would bury the
+        # rest of a run's output. `target_update_count` (a statistic) tells the story.
         self.episodes_since_target_update = 0
         self.target_update_count += 1
 
