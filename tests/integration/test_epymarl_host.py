@@ -39,12 +39,14 @@ ENVS = {
 RUNS = [
     ("nonmono_qmix", ["target_update_interval=5"]),
     ("nonmono_qmix_sarsa", ["target_update_interval=5"]),
-    ("nonmono_qmix_rnd", ["target_update_interval=5", "runner=parallel", "batch_size_run=2"]),
+    ("nonmono_qmix_rnd", ["target_update_interval=5", "runner=parallel", "batch_size_run=2", "test_joint_greedy=True",
+                          "igm_penalty=0.5"]),
     ("nonmono_qmix_sarsa_ns", ["target_update_interval=5", "td_bootstrap=expected_sarsa"]),
     ("qmix", ["target_update_interval_or_tau=5"]),
 ]
 OUR_STATS = {"loss_td", "td_error_abs", "q_taken_mean", "target_mean", "grad_norm", "td_error_abs_mean",
-             "joint_q_taken_mean", "joint_target_mean", "target_update_count", "igm_violation_rate_lower_bound"}
+             "joint_q_taken_mean", "joint_target_mean", "target_update_count", "igm_violation_rate_lower_bound",
+             "negative_mixing_gradient_rate", "worst_greedy_action_rate"}
 RND_STATS = {"rnd_reward_mean", "rnd_reward_std", "rnd_loss"}
 
 
@@ -92,10 +94,13 @@ def test_ours_and_stock_qmix_train_to_completed_with_our_statistics(host, runs, 
         assert "test_return_mean" in metrics, (alg, sorted(metrics))
         if alg == "qmix":
             assert {"loss", "td_error_abs"} <= metrics and "loss_td" not in metrics
-            # Our IGM diagnostics for stock learners on a game with a known payoff.
+            # Our IGM diagnostics for stock learners on a game with a known payoff, the batch rates on any.
             assert ("q_tot_0_0" in metrics) is (env == "matrix_game")
+            assert "negative_mixing_gradient_rate" in metrics
             continue
         expected = OUR_STATS | (RND_STATS if "rnd" in alg else set()) | ({"q_tot_0_0"} if env == "matrix_game" else set())
+        if alg == "nonmono_qmix_rnd":
+            expected |= {"test_joint_greedy_return_mean", "igm_hinge"}
         assert expected <= metrics, (alg, sorted(expected - metrics))
         config = json.loads((run_dir / "config.json").read_text())
         assert config["learner"] == "nonmono_learner" and config["mac"] == "nonmono_mac"
