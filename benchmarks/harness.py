@@ -65,3 +65,19 @@ def median_times(
             call(r + 1)
             times[name].append(now() - start)
     return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def machine() -> str:
+    """One line naming what the timings were taken on: CPU model, cores, torch, its threads, and
+    whether a GPU was at hand."""
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return (f"{cpu}; {os.cpu_count()} cores; Python {platform.python_version()}; torch {torch.__version__}, "
+            f"{torch.get_num_threads()} thread(s); {gpu}")

@@ -98,3 +98,12 @@ def test_added_at_equal_batches_removes_what_the_episodes_decide():
     # Twice stock's cost per batch step: the whole difference is ours.
     slower = _run("nonmono_qmix", 0.5 + 4.0, updates=11, batch_steps=1100, first_T=100, first_s=0.5, later_s=4.0)
     assert throughput.added_at_equal_batches(slower, stock) == pytest.approx(2.0 / stock.train_s)
+
+
+def test_the_machine_line_names_cpu_torch_threads_and_gpu():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from harness import machine
+
+    line = machine()
+    assert "cores" in line and f"torch {__import__('torch').__version__}" in line and "thread" in line
+    assert "GPU" in line or "cuda" in line.lower()
