@@ -9,7 +9,11 @@ Per environment and algorithm, over the finished runs of a sweep:
   was optimal (the step axis is environment steps; on a one-step game, episodes), as median
   and range — a run that touched the optimum and left it again counts from its last arrival;
 * **IGM-consistent k/N** and **max |Q_tot − payoff|** at the end: from the learner's IGM
-  diagnostics (``igm_consistent``, ``payoff_max_abs_error``), where the runs record them.
+  diagnostics (``igm_consistent``, ``payoff_max_abs_error``), where the runs record them;
+* **joint-greedy recovered k/N**: runs whose last joint-greedy test (``test_joint_greedy=True``:
+  the agents act on the joint argmax of Q_tot) reached the optimum, where recorded. Against
+  "recovered", it tells a value function that has the optimum from agents that act on it;
+* **agents on their worst action**: the mean over runs of the last ``worst_greedy_action_rate``.
 
 The same inclusion rules as the learning-curve report apply: only COMPLETED runs that record
 ``test_optimal_mean``; failed, unfinished and superseded runs are counted apart, never in N.
@@ -26,9 +30,11 @@ import numpy as np
 from .report import RunRecord, _count_notes, _fmt, classify, mean_ci
 
 OPTIMAL = "test_optimal_mean"
+JOINT_GREEDY_OPTIMAL = "test_joint_greedy_optimal_mean"
 PAYOFF_ERROR = "payoff_max_abs_error"
 IGM_CONSISTENT = "igm_consistent"
-METRICS = (OPTIMAL, PAYOFF_ERROR, IGM_CONSISTENT)
+WORST_GREEDY = "worst_greedy_action_rate"
+METRICS = (OPTIMAL, JOINT_GREEDY_OPTIMAL, PAYOFF_ERROR, IGM_CONSISTENT, WORST_GREEDY)
 _ONE = 1.0 - 1e-9
 
 
@@ -51,6 +57,8 @@ class RecoveryRow:
     igm: tuple[int, int]                       # (consistent, runs recording it)
     payoff_error: tuple[float, float, int]     # mean, 95% CI half-width, runs recording it
     excluded: list[RunRecord]
+    joint_greedy: tuple[int, int] = (0, 0)     # (recovered, runs recording it)
+    worst_greedy: tuple[float, float, int] = (math.nan, math.nan, 0)
 
     def cells(self) -> list[str]:
         if self.steps_to_recover:
@@ -59,11 +67,14 @@ class RecoveryRow:
         else:
             when = "–"
         igm = f"{self.igm[0]}/{self.igm[1]}" if self.igm[1] else "–"
-        return [self.alg, f"{self.recovered}/{self.n}", when, igm, _fmt(self.payoff_error), _count_notes(self.excluded)]
+        joint = f"{self.joint_greedy[0]}/{self.joint_greedy[1]}" if self.joint_greedy[1] else "–"
+        worst = f"{self.worst_greedy[0]:.2f}" if self.worst_greedy[2] else "–"
+        return [self.alg, f"{self.recovered}/{self.n}", joint, when, igm, worst, _fmt(self.payoff_error),
+                _count_notes(self.excluded)]
 
 
-HEADER = ("algorithm", "optimum recovered", "episodes to recover: median [range]", "IGM-consistent",
-          "max \\|Q_tot − payoff\\|", "not included")
+HEADER = ("algorithm", "optimum recovered", "joint-greedy recovered", "episodes to recover: median [range]",
+          "IGM-consistent", "agents on their worst action", "max \\|Q_tot − payoff\\|", "not included")
 
 
 def recovery_rows(records: Sequence[RunRecord]) -> dict[str, list[RecoveryRow]]:
@@ -78,8 +89,12 @@ def recovery_rows(records: Sequence[RunRecord]) -> dict[str, list[RecoveryRow]]:
             when = [s for r in runs if (s := recovery_step(*r.series[OPTIMAL])) is not None]
             igm = [v for r in runs if (v := r.final(IGM_CONSISTENT)) is not None]
             err = [v for r in runs if (v := r.final(PAYOFF_ERROR)) is not None]
+            joint = [v for r in runs if (v := r.final(JOINT_GREEDY_OPTIMAL)) is not None]
+            worst = [v for r in runs if (v := r.final(WORST_GREEDY)) is not None]
             rows.append(RecoveryRow(alg, len(runs), len(when), when, (sum(v >= _ONE for v in igm), len(igm)),
-                                    mean_ci(err) if err else (math.nan, math.nan, 0), gone))
+                                    mean_ci(err) if err else (math.nan, math.nan, 0), gone,
+                                    (sum(v >= _ONE for v in joint), len(joint)),
+                                    mean_ci(worst) if worst else (math.nan, math.nan, 0)))
         out[env] = rows
     return out
 
@@ -93,8 +108,11 @@ def markdown_table(rows: Sequence[RecoveryRow]) -> str:
 def markdown(tables: dict[str, list[RecoveryRow]], source: str, sweep: Optional[str]) -> str:
     out = ["# Optimum recovery" + (f" — sweep `{sweep}`" if sweep else ""), "",
            f"Source: {source}. A run recovers the optimum when its last greedy test reached it "
-           f"(`{OPTIMAL}` = 1); episodes to recover count from its last arrival there. IGM-consistent and "
-           f"max |Q_tot − payoff| (mean ± 95% CI) are the learner's last diagnostics, where recorded.", ""]
+           f"(`{OPTIMAL}` = 1); joint-greedy recovered, when its last joint-greedy test did (`{JOINT_GREEDY_OPTIMAL}` "
+           f"= 1: the agents acting on the joint argmax of Q_tot, a centralised upper bound); episodes to recover "
+           f"count from its last arrival there. IGM-consistent, agents on their worst action (mean of the last "
+           f"`{WORST_GREEDY}`) and max |Q_tot − payoff| (mean ± 95% CI) are the learner's last diagnostics, "
+           f"where recorded.", ""]
     for env, rows in tables.items():
         out += [f"## {env}", "", markdown_table(rows)]
         gone = [r for row in rows for r in row.excluded]

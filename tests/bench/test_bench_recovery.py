@@ -9,10 +9,15 @@ from pymarl_nonmono.bench import recovery
 from pymarl_nonmono.bench.report import RunRecord
 
 
-def record(alg, seed, optimal, igm=None, error=None, status="COMPLETED", env="qtran", start="2026-01-01"):
+def record(alg, seed, optimal, igm=None, error=None, status="COMPLETED", env="qtran", start="2026-01-01",
+           joint=None, worst=None):
     r = RunRecord(f"run-{alg}-{seed}", alg, env, seed, status, start)
     steps = np.arange(len(optimal)) * 100.0
     r.series[recovery.OPTIMAL] = (steps, np.asarray(optimal, dtype=float))
+    if joint is not None:
+        r.series[recovery.JOINT_GREEDY_OPTIMAL] = (steps, np.asarray(joint, dtype=float))
+    if worst is not None:
+        r.series[recovery.WORST_GREEDY] = (steps[-1:], np.asarray([worst], dtype=float))
     if igm is not None:
         r.series[recovery.IGM_CONSISTENT] = (steps[-1:], np.asarray([igm], dtype=float))
     if error is not None:
@@ -59,8 +64,8 @@ def test_rows_count_recovered_runs_and_summarise_diagnostics():
     assert (qmix.n, qmix.recovered, qmix.igm) == (2, 1, (0, 0))
     assert math.isnan(qmix.payoff_error[0])
     cells = nm.cells()
-    assert cells[1] == "2/3" and cells[2] == "150 [100–200]" and cells[3] == "2/3" and cells[5] == "1 failed"
-    assert qmix.cells()[3] == "–" and qmix.cells()[4] == "–"
+    assert cells[1] == "2/3" and cells[3] == "150 [100–200]" and cells[4] == "2/3" and cells[7] == "1 failed"
+    assert qmix.cells()[2] == "–" and qmix.cells()[4] == "–" and qmix.cells()[5] == "–" and qmix.cells()[6] == "–"
     md = recovery.markdown(tables, "FileStorage x", "s")
     assert "## qtran" in md and "| nm | 2/3 |" in md and "nm seed 4: failed" in md
 
@@ -80,8 +85,8 @@ def run_config(alg, seed):
 
 
 def check_cli_table(out):
-    assert "| nm | 1/2 | 100 [100–100] | – | 0.750 ± 3.176 |  |" in out
-    assert "| qmix | 0/1 | – | – | – |  |" in out
+    assert "| nm | 1/2 | – | 100 [100–100] | – | – | 0.750 ± 3.176 |  |" in out
+    assert "| qmix | 0/1 | – | – | – | – | – |  |" in out
 
 
 def test_cli_report_recovery_from_file_storage(tmp_path, capsys):
@@ -139,3 +144,13 @@ def test_recovery_after_a_report_on_another_metric_counts_every_run():
     assert records[1].note == "finished without test_return_mean"
     (nm,) = recovery.recovery_rows(records)["qtran"]
     assert (nm.n, nm.recovered, nm.excluded) == (2, 1, [])
+
+
+def test_joint_greedy_recovery_and_agents_on_their_worst_action_are_counted_where_recorded():
+    # The mirrored fit: the mixer's joint argmax reaches the optimum, the agents do not.
+    records = [record("nm", s, [0, 0], joint=[0, 1], worst=w) for s, w in ((1, 1.0), (2, 0.5))]
+    records += [record("fixed", 1, [0, 1], joint=[1, 1], worst=0.0)]
+    fixed, nm = recovery.recovery_rows(records)["qtran"]
+    assert (nm.recovered, nm.joint_greedy) == (0, (2, 2)) and nm.worst_greedy[0] == pytest.approx(0.75)
+    assert nm.cells()[1:3] == ["0/2", "2/2"] and nm.cells()[5] == "0.75"
+    assert (fixed.recovered, fixed.joint_greedy) == (1, (1, 1))
