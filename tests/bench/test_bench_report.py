@@ -283,6 +283,15 @@ def test_recovery_on_runs_without_a_known_optimum_says_which_envs_have_one(tmp_p
 
 # ------------------------------------------------------------------ figures, by what they draw
 
+def _plotting():
+    """pyplot and the class of a band's fill, or a skip saying what to install."""
+    pytest.importorskip("matplotlib", reason="plots need matplotlib (pip install matplotlib)")
+    needs_rliable()
+    from matplotlib.collections import PolyCollection
+
+    return rep._pyplot(), PolyCollection
+
+
 def _figure_report(n_algs, seeds, band):
     records = [record(f"alg{a}", "m", s, [0, 100, 200, 300], [a + s, a + s + 1, a + s + 2, a + s + 3])
                for a in range(n_algs) for s in range(1, seeds + 1)]
@@ -290,11 +299,7 @@ def _figure_report(n_algs, seeds, band):
 
 
 def test_overlaid_curves_have_distinct_colours_outlined_light_bands_and_the_legend_outside():
-    pytest.importorskip("matplotlib", reason="plots need matplotlib (pip install matplotlib)")
-    needs_rliable()
-    from matplotlib.collections import PolyCollection
-
-    plt = rep._pyplot()
+    plt, PolyCollection = _plotting()
     report = _figure_report(3, 3, "iqr")
     fig = rep.curves_figure(plt, report.envs[0], METRIC, "iqr")
     ax = fig.axes[0]
@@ -311,11 +316,7 @@ def test_overlaid_curves_have_distinct_colours_outlined_light_bands_and_the_lege
 
 
 def test_many_algorithms_are_small_multiples_and_few_seeds_get_no_ci_band_but_a_note():
-    pytest.importorskip("matplotlib", reason="plots need matplotlib (pip install matplotlib)")
-    needs_rliable()
-    from matplotlib.collections import PolyCollection
-
-    plt = rep._pyplot()
+    plt, PolyCollection = _plotting()
     report = _figure_report(5, 3, "ci")
     fig = rep.curves_figure(plt, report.envs[0], METRIC, "ci")
     visible = [ax for ax in fig.axes if ax.get_visible()]

@@ -182,13 +182,7 @@ from pymarl_nonmono.numerics.igm import (  # noqa: E402
     joint_greedy_actions,
     worst_greedy_actions,
 )
-from pymarl_nonmono.numerics.mixers import make_mixer  # noqa: E402
-
-
-def hyper(name="nonmono_qmix", n=3, s=5, seed=0):
-    torch.manual_seed(seed)
-    return make_mixer(name, n_agents=n, state_dim=s, embed_dim=8, hypernet_embed=16, hypernet_layers=2,
-                      qmix_pos_func="abs", qmix_pos_func_beta=1.0, use_orthogonal=False)
+from small_mixers import hyper  # noqa: E402
 
 
 def random_states(m=16, n=3, a=4, s=5, seed=0, p_avail=0.7):

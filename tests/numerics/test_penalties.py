@@ -5,14 +5,10 @@ import pytest
 import torch
 
 from pymarl_nonmono.numerics.igm import igm_violation_rates
-from pymarl_nonmono.numerics.mixers import VDNMixer, make_mixer
+from pymarl_nonmono.numerics.mixers import VDNMixer
 from pymarl_nonmono.numerics.penalties import igm_hinge, monotonicity_hinge
 
-
-def hyper(name="nonmono_qmix", n=3, s=5, seed=0):
-    torch.manual_seed(seed)
-    return make_mixer(name, n_agents=n, state_dim=s, embed_dim=8, hypernet_embed=16, hypernet_layers=2,
-                      qmix_pos_func="abs", qmix_pos_func_beta=1.0, use_orthogonal=False)
+from small_mixers import hyper
 
 
 def batch(b=4, t=5, n=3, a=4, s=5, seed=0):
