@@ -28,6 +28,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from statistics import NormalDist
 from typing import Iterable, Mapping, Optional, Sequence
 
 import numpy as np
@@ -69,6 +70,19 @@ def mean_ci(values: Sequence[float]) -> tuple[float, float, int]:
     if n == 1:
         return mean, math.nan, 1
     return mean, float(t95(n - 1) * arr.std(ddof=1) / math.sqrt(n)), n
+
+
+def rate_ci(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a success rate k/n. Unlike the normal approximation it stays
+    inside [0, 1] and is not empty at k = 0 or k = n, which is where seed studies often land."""
+    if not (isinstance(k, (int, np.integer)) and isinstance(n, (int, np.integer)) and 0 <= k <= n and n >= 1):
+        raise ValueError(f"rate_ci needs integers 0 <= k <= n and n >= 1, got k={k!r}, n={n!r}")
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)
+    p, z2 = k / n, z * z
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    # exact ends at k = 0 and k = n (rounding would otherwise leave 1e-17 above 0 or below 1)
+    return (0.0 if k == 0 else centre - half), (1.0 if k == n else centre + half)
 
 
 # --------------------------------------------------------------------------- records

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from pymarl_nonmono.bench import recovery
+from pymarl_nonmono.bench import recovery, report
 from pymarl_nonmono.bench.report import RunRecord
 
 
@@ -64,10 +64,10 @@ def test_rows_count_recovered_runs_and_summarise_diagnostics():
     assert (qmix.n, qmix.recovered, qmix.igm) == (2, 1, (0, 0))
     assert math.isnan(qmix.payoff_error[0])
     cells = nm.cells()
-    assert cells[1] == "2/3" and cells[3] == "150 [100–200]" and cells[4] == "2/3" and cells[7] == "1 failed"
+    assert cells[1] == "2/3 (0.21–0.94)" and cells[3] == "150 [100–200]" and cells[4] == "2/3" and cells[7] == "1 failed"
     assert qmix.cells()[2] == "–" and qmix.cells()[4] == "–" and qmix.cells()[5] == "–" and qmix.cells()[6] == "–"
     md = recovery.markdown(tables, "FileStorage x", "s")
-    assert "## qtran" in md and "| nm | 2/3 |" in md and "nm seed 4: failed" in md
+    assert "## qtran" in md and "| nm | 2/3 (0.21–0.94) |" in md and "nm seed 4: failed" in md
 
 
 RUNS = [("nm", 1, [0, 1]), ("nm", 2, [0, 0]), ("qmix", 1, [0, 0])]
@@ -85,8 +85,8 @@ def run_config(alg, seed):
 
 
 def check_cli_table(out):
-    assert "| nm | 1/2 | – | 100 [100–100] | – | – | 0.750 ± 3.176 |  |" in out
-    assert "| qmix | 0/1 | – | – | – | – | – |  |" in out
+    assert "| nm | 1/2 (0.09–0.91) | – | 100 [100–100] | – | – | 0.750 ± 3.176 |  |" in out
+    assert "| qmix | 0/1 (0.00–0.79) | – | – | – | – | – |  |" in out
 
 
 def test_cli_report_recovery_from_file_storage(tmp_path, capsys):
@@ -152,5 +152,35 @@ def test_joint_greedy_recovery_and_agents_on_their_worst_action_are_counted_wher
     records += [record("fixed", 1, [0, 1], joint=[1, 1], worst=0.0)]
     fixed, nm = recovery.recovery_rows(records)["qtran"]
     assert (nm.recovered, nm.joint_greedy) == (0, (2, 2)) and nm.worst_greedy[0] == pytest.approx(0.75)
-    assert nm.cells()[1:3] == ["0/2", "2/2"] and nm.cells()[5] == "0.75"
+    assert nm.cells()[1:3] == ["0/2 (0.00–0.66)", "2/2 (0.34–1.00)"] and nm.cells()[5] == "0.75"
     assert (fixed.recovered, fixed.joint_greedy) == (1, (1, 1))
+
+
+def _wilson_by_bisection(k, n, z=1.959963984540054):
+    """The Wilson interval from its definition: the rates p with |k/n - p| <= z * sqrt(p (1 - p) / n)."""
+    def inside(p):
+        return abs(k / n - p) <= z * math.sqrt(p * (1 - p) / n)
+
+    def edge(lo, hi):  # inside(lo) != inside(hi)
+        for _ in range(200):
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if inside(mid) == inside(lo) else (lo, mid)
+        return (lo + hi) / 2
+
+    return (edge(0.0, k / n) if k else 0.0), (edge(k / n, 1.0) if k < n else 1.0)
+
+
+@pytest.mark.parametrize("k,n", [(0, 20), (3, 20), (10, 20), (17, 20), (20, 20), (1, 1), (2, 7)])
+def test_rate_interval_is_the_wilson_interval(k, n):
+    low, high = report.rate_ci(k, n)
+    ref_low, ref_high = _wilson_by_bisection(k, n)
+    assert low == pytest.approx(ref_low, abs=1e-9) and high == pytest.approx(ref_high, abs=1e-9)
+    assert 0.0 <= low <= k / n <= high <= 1.0
+
+
+def test_rate_interval_known_values_and_bad_counts():
+    assert report.rate_ci(0, 20) == pytest.approx((0.0, 0.1611), abs=1e-4)     # z^2 / (n + z^2)
+    assert report.rate_ci(10, 20) == pytest.approx((0.2993, 0.7007), abs=1e-4)
+    for k, n in ((3, 2), (-1, 5), (0, 0), (1.5, 4)):
+        with pytest.raises(ValueError, match="rate_ci"):
+            report.rate_ci(k, n)
