@@ -60,3 +60,50 @@ def test_each_command_parses_names_real_configs_and_says_how_long_it_takes(where
     default_quick = flags["--config"] == "nonmono_qmix_matrix"  # its own t_max: 4,000 one-step episodes
     quick = default_quick or (t_max is not None and t_max <= QUICK_T_MAX)
     assert quick or DURATION.search(line), f"{where}: says neither a short t_max nor how long it runs: {line}"
+
+
+# --------------------------------------------------------------------------- bench commands
+
+STUDIES = sorted((ROOT / "config" / "studies").glob("*.yaml"))
+
+
+def bench_commands() -> list[tuple[str, str]]:
+    """(where, command) of every `pymarl-nonmono bench` line in a study file's comments or a docs bash block."""
+    found = []
+    for path in STUDIES:
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.startswith("#") and "pymarl-nonmono bench" in line:
+                found.append((f"{path.relative_to(ROOT)}", line.lstrip("# ").strip()))
+    for path in DOCS:
+        for block in bash_blocks(path.read_text(encoding="utf-8")):
+            for line in block.replace("\\\n", " ").splitlines():
+                if "pymarl-nonmono bench" in line and not line.lstrip().startswith("#"):
+                    found.append((f"{path.relative_to(ROOT)}", line.strip()))
+    return found
+
+
+BENCH_COMMANDS = bench_commands()
+
+
+def test_the_studies_have_bench_commands_to_check():
+    assert len([w for w, _ in BENCH_COMMANDS if w.startswith("config")]) >= len(STUDIES) - 2
+
+
+@pytest.mark.parametrize("where,line", BENCH_COMMANDS, ids=[f"{w}:{i}" for i, (w, _) in enumerate(BENCH_COMMANDS)])
+def test_each_bench_command_builds_its_sweep_from_real_configs(where, line):
+    # A piece of a study run as the comment says must be that piece: `--env paper_a` (a label where a
+    # config belongs) built a sweep of an env config that does not exist.
+    from pymarl_nonmono.bench.spec import build_sweep
+    from pymarl_nonmono.cli import _build_parser
+
+    code = line.partition("   #")[0].replace('"$PYMARL2_DIR"', "/host").replace('"$EPYMARL_DIR"', "/host")
+    words = shlex.split(code.split("pymarl-nonmono", 1)[1])
+    args = _build_parser().parse_args(words)
+    sweep = build_sweep(args.sweep, algs=args.alg, envs=args.env, seeds=args.seeds, sets=args.set, name=args.name,
+                        only=args.only, workers=args.workers)
+    if where.startswith("config/studies/"):
+        assert args.sweep == Path(where).stem, f"{where}: a command for another study: {line}"
+    for entry in sweep.algs:
+        assert entry.config in ours("algs") | STOCK_ALGS, (where, line, entry.config)
+    for entry in sweep.envs:
+        assert entry.config in ours("envs") | STOCK_ENVS, (where, line, entry.config)
