@@ -194,3 +194,26 @@ def test_joint_greedy_tests_refuse_a_stock_controller_and_too_many_joint_actions
         make_runner(learner.mac, n_agents=4, n_actions=11)
     with pytest.raises(ConfigError, match="test_joint_greedy='yes' must be true or false"):
         with_joint_greedy_tests(FakeRunner)(args=runner_args(test_joint_greedy="yes"), logger=None)
+
+
+def _shipped_alg_yamls():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "config"
+    return sorted((root / "algs").glob("*.yaml")) + sorted((root / "hosts" / "epymarl" / "algs").glob("*.yaml"))
+
+
+PAPER_LITERAL = {"mixer_init": "default", "monotonicity_penalty": 0.0, "igm_penalty": 0.0}
+
+
+@pytest.mark.parametrize("path", _shipped_alg_yamls(), ids=lambda p: f"{p.parent.parent.name}/{p.name}")
+def test_every_shipped_config_says_which_sign_symmetry_behaviour_it_has(path):
+    # The study's verdict (docs/sign_symmetry.md) is stated in each file: changing a default without
+    # changing the statement, or the reverse, fails here.
+    import yaml
+
+    text = path.read_text()
+    cfg = yaml.safe_load(text)
+    literal = {key: cfg[key] for key in PAPER_LITERAL} == PAPER_LITERAL
+    assert ("# Sign symmetry: paper-literal" in text) == literal, path
+    assert "# Sign symmetry:" in text and "docs/sign_symmetry.md" in text, f"{path}: no statement of its sign-symmetry behaviour"
