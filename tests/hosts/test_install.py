@@ -317,11 +317,12 @@ def test_real_install_twice_then_uninstall(real_host, capsys):
     assert code == 0
     names = [p.name for p, _ in inst.shipped_patches()]
     assert names == ["0001-current-stack.patch", "0002-lazy-starcraft.patch", "0003-plugin-hook.patch",
-                     "0004-sacred-completion.patch", "0005-tracking-hooks.patch"]
+                     "0004-sacred-completion.patch", "0005-tracking-hooks.patch", "0006-quiet-start.patch"]
     for name in names:
         assert f"applied {name}" in out
     main = (real_host / "src/main.py").read_text()
     assert "yaml.SafeLoader" in main and 'entry_points(group="pymarl2.plugins")' in main
+    assert 'logging.getLogger("git").setLevel(logging.INFO)' in main
     assert "from smac" not in (real_host / "src/envs/__init__.py").read_text()
     assert "os._exit" not in (real_host / "src/run/run.py").read_text()
     manifest = inst.read_manifest(real_host)
@@ -358,7 +359,7 @@ def test_real_doctor_after_install(real_host, capsys, monkeypatch):
     assert code == 1
     inst.install(real_host)
     code, out, _ = run_cli(capsys, "doctor", str(real_host))
-    assert "OK       patches: applied 0001-current-stack, 0002-lazy-starcraft, 0003-plugin-hook, 0004-sacred-completion, 0005-tracking-hooks" in out
+    assert "OK       patches: applied 0001-current-stack, 0002-lazy-starcraft, 0003-plugin-hook, 0004-sacred-completion, 0005-tracking-hooks, 0006-quiet-start" in out
     assert code == 0, out
 
 

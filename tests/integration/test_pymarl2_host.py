@@ -167,6 +167,8 @@ def test_stock_algorithm_trains_with_our_softmax_exploration(host):
     proc = run_main(root, "--config=qmix", "--env-config=one_step_matrix_game", "with", *SHORT,
                     "action_selector=softmax", "temperature_start=2.0", "selector_schedule=exp", "name=qmix_softmax")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    # patch 0006: no pygame banner or GitPython DEBUG lines before the run's own output
+    assert "git.cmd" not in proc.stdout + proc.stderr and "pygame community" not in proc.stdout + proc.stderr
     run_dir = latest_run(root, "one_step_matrix_game", "qmix_softmax")
     assert json.loads((run_dir / "run.json").read_text())["status"] == "COMPLETED"
     config = json.loads((run_dir / "config.json").read_text())
