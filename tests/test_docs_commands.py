@@ -24,15 +24,19 @@ def bash_blocks(text: str) -> list[str]:
     return re.findall(r"```bash\n(.*?)```", text, flags=re.S)
 
 
-def main_commands() -> list[tuple[str, str]]:
-    """(where, command line with continuations joined) of every src/main.py command."""
+def doc_commands(marker: str) -> list[tuple[str, str]]:
+    """(where, command line with continuations joined) of every docs bash-block line with ``marker``."""
     found = []
     for path in DOCS:
         for block in bash_blocks(path.read_text(encoding="utf-8")):
             for line in block.replace("\\\n", " ").splitlines():
-                if "src/main.py" in line and not line.lstrip().startswith("#"):
+                if marker in line and not line.lstrip().startswith("#"):
                     found.append((f"{path.relative_to(ROOT)}", line.strip()))
     return found
+
+
+def main_commands() -> list[tuple[str, str]]:
+    return doc_commands("src/main.py")
 
 
 COMMANDS = main_commands()
@@ -74,12 +78,7 @@ def bench_commands() -> list[tuple[str, str]]:
         for line in path.read_text(encoding="utf-8").splitlines():
             if line.startswith("#") and "pymarl-nonmono bench" in line:
                 found.append((f"{path.relative_to(ROOT)}", line.lstrip("# ").strip()))
-    for path in DOCS:
-        for block in bash_blocks(path.read_text(encoding="utf-8")):
-            for line in block.replace("\\\n", " ").splitlines():
-                if "pymarl-nonmono bench" in line and not line.lstrip().startswith("#"):
-                    found.append((f"{path.relative_to(ROOT)}", line.strip()))
-    return found
+    return found + doc_commands("pymarl-nonmono bench")
 
 
 BENCH_COMMANDS = bench_commands()
