@@ -285,18 +285,24 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
+def sweep_from_args(args):
+    """The sweep a parsed `bench` command line describes (its file and/or --alg/--env/... options)."""
+    from .bench.spec import build_sweep
+
+    return build_sweep(args.sweep, algs=args.alg, envs=args.env, seeds=args.seeds, sets=args.set, name=args.name,
+                       only=args.only, workers=args.workers)
+
+
 def _bench(args, path: str) -> int:
     from .bench.launch import code_state, prepare, record_sweep, warn_if_mutable
     from .bench.runner import COMPLETED, import_submitit, run_local, run_submitit, stop_on_signals
-    from .bench.spec import build_sweep
     from .hosts.spec import host_named
 
     if not (args.sweep or args.alg or args.env):
         raise UsageError(f"bench needs a sweep: --sweep FILE and/or --alg/--env/--seeds (see {PROG} bench --help)")
     if args.workers is not None and args.workers < 1:
         raise UsageError(f"--workers must be at least 1, got {args.workers}")
-    sweep = build_sweep(args.sweep, algs=args.alg, envs=args.env, seeds=args.seeds, sets=args.set, name=args.name, only=args.only,
-                        workers=args.workers)
+    sweep = sweep_from_args(args)
     workers = sweep.workers or 1
     prepared = prepare(sweep, path, host_spec=host_named(args.host) if args.host else None, out_dir=args.out,
                        mongo_url=args.mongo_url, mongo_db=args.mongo_db, no_mongo=args.no_mongo, workers=workers, timeout_s=args.timeout,

@@ -92,14 +92,12 @@ def test_the_studies_have_bench_commands_to_check():
 def test_each_bench_command_builds_its_sweep_from_real_configs(where, line):
     # A piece of a study run as the comment says must be that piece: `--env paper_a` (a label where a
     # config belongs) built a sweep of an env config that does not exist.
-    from pymarl_nonmono.bench.spec import build_sweep
-    from pymarl_nonmono.cli import _build_parser
+    from pymarl_nonmono.cli import _build_parser, sweep_from_args
 
     code = line.partition("   #")[0].replace('"$PYMARL2_DIR"', "/host").replace('"$EPYMARL_DIR"', "/host")
     words = shlex.split(code.split("pymarl-nonmono", 1)[1])
     args = _build_parser().parse_args(words)
-    sweep = build_sweep(args.sweep, algs=args.alg, envs=args.env, seeds=args.seeds, sets=args.set, name=args.name,
-                        only=args.only, workers=args.workers)
+    sweep = sweep_from_args(args)
     if where.startswith("config/studies/"):
         assert args.sweep == Path(where).stem, f"{where}: a command for another study: {line}"
     for entry in sweep.algs:

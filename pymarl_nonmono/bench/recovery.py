@@ -97,12 +97,15 @@ def recovery_rows(records: Sequence[RunRecord]) -> dict[str, list[RecoveryRow]]:
             err = [v for r in runs if (v := r.final(PAYOFF_ERROR)) is not None]
             joint = [v for r in runs if (v := r.final(JOINT_GREEDY_OPTIMAL)) is not None]
             worst = [v for r in runs if (v := r.final(WORST_GREEDY)) is not None]
-            rows.append(RecoveryRow(alg, len(runs), len(when), when, (sum(v >= _ONE for v in igm), len(igm)),
-                                    mean_ci(err) if err else (math.nan, math.nan, 0), gone,
-                                    (sum(v >= _ONE for v in joint), len(joint)),
-                                    mean_ci(worst) if worst else (math.nan, math.nan, 0)))
+            rows.append(RecoveryRow(alg, len(runs), len(when), when, _ones(igm), mean_ci(err), gone, _ones(joint),
+                                    mean_ci(worst)))
         out[env] = rows
     return out
+
+
+def _ones(values: Sequence[float]) -> tuple[int, int]:
+    """(how many of ``values`` are 1, how many there are): a k/N of runs whose final flag was set."""
+    return sum(v >= _ONE for v in values), len(values)
 
 
 def markdown_table(rows: Sequence[RecoveryRow]) -> str:

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from fake_host import RecordingLogger, TinyAgent, make_args, random_batch, scheme
+from fake_host import CONFIG, RecordingLogger, TinyAgent, make_args, random_batch, scheme
 from pymarl_nonmono.errors import ConfigError
 from pymarl_nonmono.hosts.pymarl2.controller import NonMonoMAC
 from pymarl_nonmono.hosts.pymarl2.learner import NonMonoLearner
@@ -197,10 +197,7 @@ def test_joint_greedy_tests_refuse_a_stock_controller_and_too_many_joint_actions
 
 
 def _shipped_alg_yamls():
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[2] / "config"
-    return sorted((root / "algs").glob("*.yaml")) + sorted((root / "hosts" / "epymarl" / "algs").glob("*.yaml"))
+    return sorted((CONFIG / "algs").glob("*.yaml")) + sorted((CONFIG / "hosts" / "epymarl" / "algs").glob("*.yaml"))
 
 
 PAPER_LITERAL = {"mixer_init": "default", "monotonicity_penalty": 0.0, "igm_penalty": 0.0}
