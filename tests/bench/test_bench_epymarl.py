@@ -126,7 +126,7 @@ def test_setup_declares_the_plugin_and_observer_groups_of_every_host(host):
 def test_bench_recognises_an_epymarl_checkout_and_checks_its_patches(epymarl_pristine, tmp_path):
     copy = tmp_path / "epymarl"
     shutil.copytree(epymarl_pristine, copy, symlinks=True, ignore=shutil.ignore_patterns(".git", "__pycache__"))
-    with pytest.raises(SweepError, match="patches: not applied 0001-current-stack, .*0004-scheme-probs; fix: pymarl-nonmono install"):
+    with pytest.raises(SweepError, match="patches: not applied 0001-current-stack, .*0005-quiet-start; fix: pymarl-nonmono install"):
         launch.check_host(copy)
 
 

@@ -20,7 +20,8 @@ from install_helpers import run_cli, tree_digest
 from pymarl_nonmono.hosts import install as host_install
 from pymarl_nonmono.hosts.spec import EPYMARL, PYMARL2, identify
 
-PATCHES = ["0001-current-stack.patch", "0002-lazy-smaclite.patch", "0003-plugin-hook.patch", "0004-scheme-probs.patch"]
+PATCHES = ["0001-current-stack.patch", "0002-lazy-smaclite.patch", "0003-plugin-hook.patch", "0004-scheme-probs.patch",
+           "0005-quiet-start.patch"]
 
 
 
@@ -103,11 +104,11 @@ def test_the_wrong_host_is_refused(epymarl, capsys):
 def test_doctor_reports_the_epymarl_patches(epymarl, capsys, monkeypatch):
     monkeypatch.delenv("PYMARL_NONMONO_MONGO_URL", raising=False)
     _, out, _ = run_cli(capsys, "doctor", str(epymarl))
-    assert "MISSING  patches: not applied 0001-current-stack, 0002-lazy-smaclite, 0003-plugin-hook, 0004-scheme-probs" in out
+    assert "MISSING  patches: not applied 0001-current-stack, 0002-lazy-smaclite, 0003-plugin-hook, 0004-scheme-probs, 0005-quiet-start" in out
     host_install.install(epymarl, EPYMARL)
     code, out, _ = run_cli(capsys, "doctor", str(epymarl))
     assert f"OK       host: EPyMARL checkout at {epymarl.resolve()}" in out
-    assert "OK       patches: applied 0001-current-stack, 0002-lazy-smaclite, 0003-plugin-hook, 0004-scheme-probs" in out
+    assert "OK       patches: applied 0001-current-stack, 0002-lazy-smaclite, 0003-plugin-hook, 0004-scheme-probs, 0005-quiet-start" in out
     assert "plugin: entry point nonmono = pymarl_nonmono.hosts.epymarl.plugin:activate in group epymarl.plugins" in out
     assert "EPyMARL with pymarl-nonmono is" in out
 

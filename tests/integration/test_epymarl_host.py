@@ -87,6 +87,8 @@ def test_ours_and_stock_qmix_train_to_completed_with_our_statistics(host, runs, 
     for alg, _ in RUNS:
         proc = runs[(env, alg)]
         assert proc.returncode == 0, f"{alg} on {env}:\n" + proc.stdout[-3000:] + proc.stderr[-3000:]
+        # patch 0005: no GitPython DEBUG lines before the run's own output
+        assert "git.cmd" not in proc.stdout + proc.stderr, alg
         # EPyMARL's folder order is <name>/<map_name or env_args.key>; one run each.
         run_dir = root / "results" / "sacred" / alg / env / "1"
         assert json.loads((run_dir / "run.json").read_text())["status"] == "COMPLETED", alg
