@@ -23,6 +23,8 @@ from types import SimpleNamespace
 import torch
 import yaml
 
+from pymarl_nonmono.hosts.pymarl_family.batch import transition_mask
+
 from harness import CLOCKS, HOST_DIRS, machine, median_times, setup
 
 log = logging.getLogger("learner_step")
@@ -98,7 +100,18 @@ def make_args(src: Path, alg_path: Path, size: Size, overrides: tuple[tuple[str,
     return SimpleNamespace(**cfg)
 
 
-def make_batch(seed: int, size: Size):
+def episode_lengths(seed: int, size: Size, episodes: str) -> torch.Tensor:
+    """Transitions per episode: all ``T`` (``full``: no padding, the most work per update), or
+    (``ragged``) one episode of ``T``, as a batch is as long as its longest episode, and the
+    others uniform in ``1..T``, so about half the rows are padding."""
+    if episodes == "full":
+        return torch.full((size.batch,), size.steps)
+    lengths = torch.randint(1, size.steps + 1, (size.batch,), generator=torch.Generator().manual_seed(seed))
+    lengths[0] = size.steps
+    return lengths
+
+
+def make_batch(seed: int, size: Size, episodes: str = "full"):
     from components.episode_buffer import EpisodeBatch
     from components.transforms import OneHot
 
@@ -119,14 +132,17 @@ def make_batch(seed: int, size: Size):
     avail[..., 0] = 1
     actions = torch.multinomial(avail.view(-1, n_actions).float(), 1, generator=g).view(B, T + 1, n_agents, 1)
     probs = avail.float() / avail.sum(-1, keepdim=True)
-    terminated = torch.zeros(B, T + 1, 1, dtype=torch.uint8)
-    terminated[:, T - 1] = 1
+    lengths = episode_lengths(seed, size, episodes)
+    steps = torch.arange(T + 1).unsqueeze(0)
+    terminated = (steps == (lengths - 1).unsqueeze(1)).to(torch.uint8).unsqueeze(-1)
     batch.update({
         "obs": torch.randn(B, T + 1, n_agents, size.obs, generator=g),
         "state": torch.randn(B, T + 1, size.state, generator=g),
         "avail_actions": avail, "actions": actions, "probs": probs,
         "reward": torch.randn(B, T + 1, 1, generator=g), "terminated": terminated,
     }, bs=slice(None), ts=slice(None))
+    # As the runners leave it: rows 0..L written (the final state's included), the rest padding.
+    batch.data.transition_data["filled"] = (steps <= lengths.unsqueeze(1)).long().unsqueeze(-1)
     return batch
 
 
@@ -166,6 +182,9 @@ def main(argv=None) -> int:
                         help="wall: elapsed time (idle machine); cpu: this thread's CPU time (default: wall)")
     parser.add_argument("--size", choices=sorted(SIZES), action="append",
                         help="batch shape to time (repeatable; default: all)")
+    parser.add_argument("--episodes", choices=("full", "ragged"), default="full",
+                        help="full: every episode T steps, no padding (default; the 0.85x goal is "
+                             "held to this); ragged: one episode of T, the others 1..T long")
     opts = parser.parse_args(argv)
     src = setup(opts.host)
     if src is None:
@@ -175,14 +194,16 @@ def main(argv=None) -> int:
     for size_name in opts.size or SIZES:
         size = SIZES[size_name]
         learners = build_learners(src, size, HOSTS[opts.host])
-        batch = make_batch(1, size)
+        batch = make_batch(1, size, opts.episodes)
         calls = {name: (lambda r, learner=learner: learner.train(batch, r, 0))
                  for name, learner in learners.items()}
         repeats = max(7, opts.repeats)
         medians = median_times(calls, repeats, opts.clock)
         stock = medians["qmix (stock)"]
-        log.info("one learner update on %s, %s-sized: B=%d T=%d agents=%d actions=%d, 1 thread, median of %d, %s clock",
-                 opts.host, size_name, size.batch, size.steps, size.n_agents, size.n_actions, repeats, opts.clock)
+        real = transition_mask(batch).mean().item()
+        log.info("one learner update on %s, %s-sized: B=%d T=%d agents=%d actions=%d, %s episodes (%.0f%% of "
+                 "transitions real), 1 thread, median of %d, %s clock", opts.host, size_name, size.batch,
+                 size.steps, size.n_agents, size.n_actions, opts.episodes, 100 * real, repeats, opts.clock)
         for name, med in medians.items():
             log.info("%-20s %8.1f ms   %.2fx stock", name, med * 1e3, med / stock)
             if name in OURS:

@@ -13,6 +13,14 @@ features that would be concatenated (observation, last action, agent id), each
 ``[B|1, T|1, N, D_k]``: the encoder is then applied block by block and the sum taken,
 so a constant block (the agent id, ``[1, 1, N, N]``) costs one small product and the
 ``[B, T, N, D]`` concatenation, a copy as large as the observations, is never built.
+
+Episodes of a batch have different lengths; the batch is as long as its longest one and
+the rest is padding. Given ``lengths`` ``[B]`` (steps of each episode, the rest padding),
+the GRU and the head run on real steps only -- episodes sorted longest first, so the
+episodes still running at step ``t`` are a prefix of the rows -- and the padded steps'
+Q-values are 0. Real SMAC batches are mostly padding (a few long episodes set the
+length), so this is where a learner update's time goes down; the values on real steps are
+the same as without ``lengths``.
 """
 
 from __future__ import annotations
@@ -105,19 +113,48 @@ class GRUAgentParts:
         out = out.view(b, t, n, hidden)
         return out if small is None else out + small
 
+    def _encode_rows(self, blocks: list[torch.Tensor], episode: torch.Tensor, step: torch.Tensor,
+                     agent: torch.Tensor) -> torch.Tensor:
+        """``encoder(cat(blocks))`` at the rows ``(episode, step, agent)`` only, ``[P, H]``:
+        each block's rows are gathered (a broadcast block's from its size-1 dimensions)
+        and the products accumulated as in :meth:`_encode`."""
+        weight = self.encoder.weight
+        out, start = None, 0
+        for block in blocks:
+            bb, tb, nb, width = block.shape
+            index = torch.zeros_like(episode)
+            for size, stride, position in ((bb, tb * nb, episode), (tb, nb, step), (nb, 1, agent)):
+                if size > 1:
+                    index = index + position * stride
+            rows = block.reshape(bb * tb * nb, width).index_select(0, index)
+            w = weight[:, start:start + width]
+            start += width
+            out = rows @ w.t() if out is None else torch.addmm(out, rows, w.t())
+        return out if self.encoder.bias is None else out + self.encoder.bias
+
     def _head(self, h: torch.Tensor) -> torch.Tensor:
         return self.head(h if self.norm is None else self.norm(h))
 
-def unroll_gru(parts: GRUAgentParts, inputs: Inputs, h0: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
+def unroll_gru(
+    parts: GRUAgentParts,
+    inputs: Inputs,
+    h0: Optional[torch.Tensor] = None,
+    lengths: Optional[torch.Tensor] = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Q-values ``[B, T, N, A]`` and the last hidden state ``[B, N, H]``.
 
     ``inputs`` is ``[B, T, N, D]`` or a sequence of feature blocks (module docstring);
-    ``h0`` ``[B, N, H]`` defaults to zeros. Encoder and head run once over all steps;
-    the time loop holds only the GRU cell. Steps are taken with ``unbind`` rather than
-    by indexing, so backpropagation stacks one gradient instead of building a
-    full-size zero gradient per step.
+    ``h0`` ``[B, N, H]`` defaults to zeros. ``lengths`` ``[B]`` (integers in ``1..T``):
+    each episode's real steps; its later steps are skipped, their Q-values are 0 and the
+    last hidden state is the one after its last real step. Encoder and head run once
+    over all steps; the time loop holds only the GRU cell. Steps are taken with
+    ``unbind`` rather than by indexing, so backpropagation stacks one gradient instead of
+    building a full-size zero gradient per step.
     """
     blocks, (b, t, n) = parts._check(inputs, h0)
+    running = _running_episodes(lengths, b, t)
+    if running is not None:
+        return _unroll_ragged(parts, blocks, (b, t, n), h0, lengths, running)
     h = parts._h0(h0, blocks[0], b, n)
     encoded = F.relu(parts._encode(blocks, b, t, n))
     steps = encoded.transpose(0, 1).reshape(t, b * n, -1).unbind(0)
@@ -131,17 +168,79 @@ def unroll_gru(parts: GRUAgentParts, inputs: Inputs, h0: Optional[torch.Tensor] 
     return q, h.view(b, n, -1)
 
 
+def _running_episodes(lengths: Optional[torch.Tensor], b: int, t: int) -> Optional[list[int]]:
+    """How many episodes are still running at each step, longest first (a Python list: the
+    loop slices by it), or None when every episode runs all ``t`` steps."""
+    if lengths is None:
+        return None
+    check_shape("lengths", lengths, [b])
+    if lengths.dtype.is_floating_point or lengths.dtype == torch.bool:
+        raise TypeError(f"lengths must be integers, got {lengths.dtype}")
+    shortest, longest = int(lengths.min()), int(lengths.max())
+    if shortest < 1 or longest > t:
+        raise ValueError(f"lengths must lie in 1..{t} (the inputs' steps), got {shortest}..{longest}")
+    if shortest == t:
+        return None
+    steps = torch.arange(longest, device=lengths.device)
+    return (lengths.unsqueeze(0) > steps.unsqueeze(1)).sum(1).tolist()
+
+
+def _unroll_ragged(parts: GRUAgentParts, blocks: list[torch.Tensor], dims: tuple[int, int, int],
+                   h0: Optional[torch.Tensor], lengths: torch.Tensor, running: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`unroll_gru` on real steps only.
+
+    The real rows are gathered once into a packed, step-major ``[P, D]`` layout (step 0's
+    rows, then step 1's, ...), episodes longest first within a step: the ``running[s]``
+    episodes still going at step ``s`` are then the first rows of the state carried from
+    step ``s - 1``, and the cell runs on that prefix. Encoder and head run on the ``P``
+    packed rows; Q-values are scattered back into zeros, in the inputs' order.
+    """
+    b, t, n = dims
+    device = lengths.device
+    order = torch.argsort(lengths, descending=True, stable=True)
+    rows_per_step = [episodes * n for episodes in running]
+    steps = len(running)
+    per_step = torch.tensor(rows_per_step, device=device)
+    starts = torch.cumsum(per_step, 0) - per_step
+    step = torch.repeat_interleave(torch.arange(steps, device=device), per_step)  # [P]
+    within = torch.arange(step.shape[0], device=device) - starts[step]
+    episode, agent = order[within // n], within % n
+    encoded = F.relu(parts._encode_rows(blocks, episode, step, agent))
+
+    h = parts._h0(None if h0 is None else h0.index_select(0, order), blocks[0], b, n)
+    hidden = []
+    for x, rows in zip(encoded.split(rows_per_step), rows_per_step):
+        h = parts.cell(x, h[:rows])
+        hidden.append(h)
+    packed = torch.cat(hidden, dim=0)
+    q_packed = parts._head(packed)
+    q = q_packed.new_zeros(b * t * n, q_packed.shape[-1]).index_copy(0, (episode * t + step) * n + agent, q_packed)
+    # Each row's state after its episode's last real step: sorted row j*N + a of that step.
+    sorted_rows = torch.arange(b * n, device=device)
+    last_step = lengths.index_select(0, order).repeat_interleave(n) - 1
+    last = packed.index_select(0, starts[last_step] + sorted_rows).view(b, n, -1)
+    return q.view(b, t, n, -1), last.index_select(0, torch.argsort(order))
+
+
 def unroll_gru_reference(
-    parts: GRUAgentParts, inputs: Inputs, h0: Optional[torch.Tensor] = None
+    parts: GRUAgentParts, inputs: Inputs, h0: Optional[torch.Tensor] = None,
+    lengths: Optional[torch.Tensor] = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`unroll_gru` one step at a time on the concatenated input, as the agent's
-    own forward does it."""
+    own forward does it; with ``lengths``, every step is computed and the padded ones
+    zeroed afterwards."""
     blocks, (b, t, n) = parts._check(inputs, h0)
     h = parts._h0(h0, blocks[0], b, n)
     x_all = torch.cat([block.expand(b, t, n, -1) for block in blocks], dim=-1)
-    qs = []
+    qs, hs = [], []
     for step in range(t):
         x = F.relu(parts.encoder(x_all[:, step].reshape(b * n, -1)))
         h = parts.cell(x, h)
         qs.append(parts._head(h).view(b, n, -1))
-    return torch.stack(qs, dim=1), h.view(b, n, -1)
+        hs.append(h.view(b, n, -1))
+    q, h_last = torch.stack(qs, dim=1), h.view(b, n, -1)
+    if lengths is not None:
+        real = torch.arange(t, device=q.device).unsqueeze(0) < lengths.unsqueeze(1)  # [B, T]
+        q = q * real.view(b, t, 1, 1)
+        h_last = torch.stack([hs[int(length) - 1][episode] for episode, length in enumerate(lengths)])
+    return q, h_last

@@ -25,6 +25,7 @@ from pymarl_nonmono.hosts.epymarl.agents import NonMonoMAC
 from pymarl_nonmono.hosts.epymarl.envs import EPyMARLEnv, for_epymarl
 from pymarl_nonmono.hosts.epymarl.settings import our_keys
 from pymarl_nonmono.hosts.pymarl_family import preflight
+from pymarl_nonmono.hosts.pymarl_family.batch import episode_lengths, zero_padding
 from pymarl_nonmono.hosts.pymarl_family.learner import NonMonoLearner
 from pymarl_nonmono.numerics.mixers import MIXERS
 from pymarl_nonmono.numerics.schedules import SCHEDULES
@@ -96,7 +97,10 @@ def test_unroll_equals_epymarl_basic_mac_step_by_step(host, use_rnn):
     q = ours.unroll(batch)
     theirs.init_hidden(batch.batch_size)
     reference = torch.stack([theirs.forward(batch, t) for t in range(batch.max_seq_length)], dim=1)
-    torch.testing.assert_close(q, reference)
+    # Padding rows are skipped (0); the batch has some, so the skipping is exercised.
+    lengths = episode_lengths(batch)
+    assert lengths is not None and int(lengths.min()) < batch.max_seq_length
+    torch.testing.assert_close(q, zero_padding(reference, lengths if use_rnn else None))
 
 
 def test_non_shared_agents_equal_epymarl_non_shared_mac(host):

@@ -7,7 +7,7 @@ import yaml
 
 from fake_host import CONFIG, HOST_DEFAULTS, RecordingLogger, TinyAgent, episode_batch, make_args, random_batch, scheme
 from pymarl_nonmono.errors import ConfigError
-from pymarl_nonmono.hosts.pymarl_family.batch import episodes_from_batch
+from pymarl_nonmono.hosts.pymarl_family.batch import episode_lengths, episodes_from_batch, zero_padding
 from pymarl_nonmono.hosts.pymarl2.controller import NonMonoMAC
 from pymarl_nonmono.hosts.pymarl2.learner import NonMonoLearner
 from pymarl_nonmono.hosts.pymarl2.preflight import PreflightError, check_config, check_environment
@@ -87,6 +87,40 @@ def test_the_learner_tests_run_the_batched_unroll():
     learner, _ = build("nonmono_qmix")
     learner.train(random_batch(), t_env=0, episode_num=0)
     assert learner.mac._unroll_parts is not None and learner.mac._unroll_verified  # it matched the step-wise forward
+
+
+@pytest.mark.parametrize("bootstrap", BOOTSTRAPS.names())
+def test_skipping_padding_leaves_every_logged_value_and_gradient_unchanged(bootstrap, monkeypatch):
+    """The unroll skips each episode's unwritten rows; the learner must never have read them."""
+    from pymarl_nonmono.hosts.pymarl_family import controller
+
+    runs = []
+    for skip in (True, False):
+        if not skip:
+            monkeypatch.setattr(controller, "episode_lengths", lambda batch: None)
+        learner, logger = build("nonmono_qmix_rnd", td_bootstrap=bootstrap, igm_penalty=1.0,
+                                monotonicity_penalty=1.0, seed=3)
+        for i in range(2):
+            learner.train(random_batch(seed=10 + i), t_env=i, episode_num=i)
+        runs.append((logger.stats, [p.detach().clone() for p in learner.params]))
+    (stats, params), (stats_full, params_full) = runs
+    assert stats.keys() == stats_full.keys()
+    for key in stats:
+        assert [v for _, v in stats[key]] == pytest.approx([v for _, v in stats_full[key]], rel=1e-5, abs=1e-6), key
+    for a, b in zip(params, params_full):
+        torch.testing.assert_close(a, b)
+
+
+def test_episode_lengths_are_the_written_rows_or_none_when_not_a_prefix():
+    batch = random_batch(B=3, T=5, seed=2)
+    filled = batch.data["filled"]
+    assert episode_lengths(batch).tolist() == filled.squeeze(-1).sum(1).tolist()
+    holed = random_batch(B=3, T=5, seed=2)
+    holed.data["filled"][0, 0] = 0  # a written row after an unwritten one: nothing safe to skip
+    assert episode_lengths(holed) is None
+    empty = random_batch(B=3, T=5, seed=2)
+    empty.data["filled"][1] = 0
+    assert episode_lengths(empty) is None
 
 
 @pytest.mark.parametrize("bootstrap", BOOTSTRAPS.names())
@@ -194,7 +228,8 @@ def test_controller_single_step_matches_unroll():
     full = mac.unroll(batch)
     mac.init_hidden(2)
     steps = torch.stack([mac.forward(batch, t) for t in range(5)], dim=1)
-    torch.testing.assert_close(full, steps)
+    # Equal on every written row; the padding the unroll skips is 0.
+    torch.testing.assert_close(full, zero_padding(steps, episode_lengths(batch)))
 
 
 def test_missing_key_is_named():

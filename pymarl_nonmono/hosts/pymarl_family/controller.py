@@ -24,6 +24,7 @@ from ...numerics.igm import joint_greedy_actions
 from ...numerics.recurrent import GRUAgentParts, unroll_gru
 from ...numerics.selection import make_selector
 from ...numerics.targets import needs_behaviour_probs
+from .batch import episode_lengths, zero_padding
 from .checkpoint import save_atomically
 from .settings import ControllerSettings, ExplorationSettings, read_settings
 
@@ -127,9 +128,11 @@ class NonMonoMAC:
         self.init_hidden(ep_batch.batch_size)
         if self._unroll_parts is None:
             return self._unroll_stepwise(ep_batch)
-        q, last_hidden = unroll_gru(self._unroll_parts, self._input_blocks(ep_batch, slice(None)))
+        # Padding rows cost nothing and come out as 0: the learner never reads them.
+        lengths = episode_lengths(ep_batch)
+        q, last_hidden = unroll_gru(self._unroll_parts, self._input_blocks(ep_batch, slice(None)), lengths=lengths)
         if not self._unroll_verified:
-            self._verify_unroll(ep_batch, q)
+            self._verify_unroll(ep_batch, q, lengths)
             if self._unroll_parts is None:
                 return self.unroll(ep_batch)
         self.hidden_states = last_hidden
@@ -142,15 +145,16 @@ class NonMonoMAC:
             out.append(q.view(ep_batch.batch_size, self.n_agents, -1))
         return torch.stack(out, dim=1)
 
-    def _verify_unroll(self, ep_batch, q: torch.Tensor) -> None:
-        """Once per controller: the batched unroll must equal the agent's own forward.
+    def _verify_unroll(self, ep_batch, q: torch.Tensor, lengths: Optional[torch.Tensor]) -> None:
+        """Once per controller: the batched unroll must equal the agent's own forward on
+        every row it computed (all of them, or each episode's first ``lengths``).
 
         The protocol knows agents by name and module layout; an agent whose forward
         does something else (a changed host, a subclass) must not be replayed wrongly.
         """
         with torch.no_grad():
             self.init_hidden(ep_batch.batch_size)
-            reference = self._unroll_stepwise(ep_batch)
+            reference = zero_padding(self._unroll_stepwise(ep_batch), lengths)
         self._unroll_verified = True
         if not torch.allclose(q.detach(), reference, rtol=1e-4, atol=1e-5):
             log.warning(
