@@ -107,3 +107,28 @@ def test_the_machine_line_names_cpu_torch_threads_and_gpu():
     line = machine()
     assert "cores" in line and f"torch {__import__('torch').__version__}" in line and "thread" in line
     assert "GPU" in line or "cuda" in line.lower()
+
+
+@pytest.mark.integration
+def test_ragged_benchmark_batches_are_laid_out_as_the_runners_leave_them(pymarl2_pristine):
+    """--episodes ragged must give the learner real padding (else it would time nothing new),
+    and full episodes none."""
+    from host_modules import imported_from_host
+    from pymarl_nonmono.hosts.pymarl_family.batch import episode_lengths, transition_mask
+
+    import learner_step
+
+    size = learner_step.Size(n_agents=2, n_actions=3, obs=4, state=5, batch=6, steps=7)
+    with imported_from_host(pymarl2_pristine, "components.episode_buffer"):
+        sys.path.insert(0, str(pymarl2_pristine / "src"))
+        try:
+            full = learner_step.make_batch(1, size, "full")
+            ragged = learner_step.make_batch(1, size, "ragged")
+        finally:
+            sys.path.remove(str(pymarl2_pristine / "src"))
+    lengths = learner_step.episode_lengths(1, size, "ragged")
+    assert int(lengths.max()) == 7 and int(lengths.min()) < 7
+    # Rows 0..L written (the final state's included); transitions 0..L-1 real, the last terminal.
+    assert episode_lengths(ragged).tolist() == (lengths + 1).tolist()
+    assert transition_mask(ragged).sum(1).tolist() == lengths.tolist()
+    assert episode_lengths(full).tolist() == [8] * 6 and bool(transition_mask(full).all())

@@ -153,7 +153,7 @@ def unroll_gru(
     """
     blocks, (b, t, n) = parts._check(inputs, h0)
     running = _running_episodes(lengths, b, t)
-    if running is not None:
+    if running is not None and sum(running) < RAGGED_BELOW * b * t:
         return _unroll_ragged(parts, blocks, (b, t, n), h0, lengths, running)
     h = parts._h0(h0, blocks[0], b, n)
     encoded = F.relu(parts._encode(blocks, b, t, n))
@@ -162,10 +162,23 @@ def unroll_gru(
     for x in steps:
         h = parts.cell(x, h)
         hidden.append(h)
+    stacked = torch.stack(hidden, dim=0)
     # The head runs time-major, on the stacked states as they are, and only its narrower
     # output is transposed back.
-    q = parts._head(torch.stack(hidden, dim=0)).view(t, b, n, -1).transpose(0, 1).contiguous()
-    return q, h.view(b, n, -1)
+    q = parts._head(stacked).view(t, b, n, -1).transpose(0, 1).contiguous()
+    if running is None:
+        return q, h.view(b, n, -1)
+    # Too little padding to be worth skipping: computed, then given the values skipping gives.
+    real = torch.arange(t, device=lengths.device).unsqueeze(0) < lengths.unsqueeze(1)
+    q = torch.where(real.view(b, t, 1, 1), q, torch.zeros_like(q))
+    last = stacked[(lengths - 1).repeat_interleave(n), torch.arange(b * n, device=lengths.device)]
+    return q, last.view(b, n, -1)
+
+
+#: Below this fraction of real rows the unroll skips the padding; above it, sorting and
+#: gathering the rows cost more than the padding they save (measured on a CPU: break-even
+#: near 0.9 at 3s5z_vs_3s6z's size, 8% slower with a single row of padding).
+RAGGED_BELOW = 0.9
 
 
 def _running_episodes(lengths: Optional[torch.Tensor], b: int, t: int) -> Optional[list[int]]:

@@ -82,22 +82,25 @@ def test_feature_blocks_equal_their_concatenation_with_broadcast_ids():
 # -- episodes of different lengths: padding skipped ------------------------------------
 
 LENGTHS = torch.tensor([3, 9, 1, 5, 5])
+# 44 of 45 rows real: above RAGGED_BELOW, so computed whole and the padding zeroed after.
+ALMOST_FULL = torch.tensor([9, 9, 9, 9, 8])
 
 
 def _params(parts: GRUAgentParts) -> list[torch.Tensor]:
     return [p for m in (parts.encoder, parts.cell, parts.head, parts.norm) if m is not None for p in m.parameters()]
 
 
+@pytest.mark.parametrize("lengths", [LENGTHS, ALMOST_FULL], ids=["skipped", "dense"])
 @pytest.mark.parametrize("norm", [False, True])
 @pytest.mark.parametrize("with_h0", [False, True])
-def test_ragged_unroll_matches_reference_values_last_states_and_gradients(norm, with_h0):
+def test_ragged_unroll_matches_reference_values_last_states_and_gradients(norm, with_h0, lengths):
     parts = make_parts(norm)
     g = torch.Generator().manual_seed(3)
     obs = torch.randn(5, 9, 4, D - 4, generator=g)
     inputs = [obs, torch.eye(4).view(1, 1, 4, 4)]  # a broadcast block, as the agent id is
     h0 = torch.randn(5, 4, H, generator=g, requires_grad=True) if with_h0 else None
-    q, h = unroll_gru(parts, inputs, h0, lengths=LENGTHS)
-    q_ref, h_ref = unroll_gru_reference(parts, inputs, h0, lengths=LENGTHS)
+    q, h = unroll_gru(parts, inputs, h0, lengths=lengths)
+    q_ref, h_ref = unroll_gru_reference(parts, inputs, h0, lengths=lengths)
     assert q.shape == (5, 9, 4, A) and h.shape == (5, 4, H)
     torch.testing.assert_close(q, q_ref)
     # The last state is the one after each episode's own last step, not the batch's.
@@ -110,16 +113,17 @@ def test_ragged_unroll_matches_reference_values_last_states_and_gradients(norm, 
         torch.testing.assert_close(a, b)
 
 
-def test_ragged_unroll_is_zero_on_padding_and_ignores_it():
+@pytest.mark.parametrize("lengths", [LENGTHS, ALMOST_FULL], ids=["skipped", "dense"])
+def test_ragged_unroll_is_zero_on_padding_and_ignores_it(lengths):
     parts = make_parts()
     g = torch.Generator().manual_seed(4)
     inputs = torch.randn(5, 9, 3, D, generator=g)
-    q, h = unroll_gru(parts, inputs, lengths=LENGTHS)
-    padding = torch.arange(9).unsqueeze(0) >= LENGTHS.unsqueeze(1)  # [B, T]
+    q, h = unroll_gru(parts, inputs, lengths=lengths)
+    padding = torch.arange(9).unsqueeze(0) >= lengths.unsqueeze(1)  # [B, T]
     assert q[padding].abs().max() == 0 and q[~padding].abs().min() > 0
     garbage = inputs.clone()
-    garbage[padding] = float("nan")
-    q2, h2 = unroll_gru(parts, garbage, lengths=LENGTHS)
+    garbage[padding] = 1e3  # what padding holds must not reach a real row
+    q2, h2 = unroll_gru(parts, garbage, lengths=lengths)
     assert torch.equal(q2, q) and torch.equal(h2, h)
 
 
