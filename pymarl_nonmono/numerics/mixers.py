@@ -21,7 +21,7 @@ equals ``nmix.Mixer(args, abs=True)`` given the same weights (tests/integration/
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -47,7 +47,10 @@ QMIX_POS_FUNCS = ("abs", "quadratic", "softplus")
 class Mixer(nn.Module):
     """Base class: checks shapes at the boundary; subclasses implement :meth:`mix`.
 
-    ``forward(agent_qs [B, T, N], states [B, T, *state_shape]) -> [B, T]``.
+    ``forward(agent_qs [B, T, N], states [B, T, *state_shape], rows=None) -> [B, T]``.
+    ``mix`` is row-wise (one state, one joint action), so with ``rows`` (bool ``[B, T]``)
+    only those rows are mixed, the others are 0: padding after the end of an episode,
+    most of a batch of short episodes, then costs nothing.
     """
 
     def __init__(self, n_agents: int, state_dim: int) -> None:
@@ -57,14 +60,24 @@ class Mixer(nn.Module):
         self.n_agents = int(n_agents)
         self.state_dim = int(state_dim)
 
-    def forward(self, agent_qs: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
+    def forward(self, agent_qs: torch.Tensor, states: torch.Tensor, rows: Optional[torch.Tensor] = None) -> torch.Tensor:
         check_shape("agent_qs", agent_qs, (None, None, self.n_agents))
         b, t, _ = agent_qs.shape
         if states.dim() > 3:
             states = states.reshape(states.shape[0], states.shape[1], -1)
         check_shape("states", states, (b, t, self.state_dim))
-        out = self.mix(agent_qs.reshape(b * t, self.n_agents), states.reshape(b * t, self.state_dim))
-        return out.view(b, t)
+        qs, ss = agent_qs.reshape(b * t, self.n_agents), states.reshape(b * t, self.state_dim)
+        if rows is None:
+            return self.mix(qs, ss).view(b, t)
+        check_shape("rows", rows, (b, t))
+        if rows.dtype != torch.bool:
+            raise TypeError(f"rows must be a bool mask, got {rows.dtype}")
+        keep = rows.reshape(b * t).to(qs.device)
+        if bool(keep.all()):
+            return self.mix(qs, ss).view(b, t)
+        index = torch.nonzero(keep).squeeze(-1)
+        mixed = self.mix(qs.index_select(0, index), ss.index_select(0, index))
+        return mixed.new_zeros(b * t).index_copy(0, index, mixed).view(b, t)
 
     def mix(self, agent_qs: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
         """``agent_qs [M, N]``, ``states [M, S]`` -> ``Q_tot [M]``."""

@@ -91,17 +91,23 @@ def test_the_learner_tests_run_the_batched_unroll():
 
 @pytest.mark.parametrize("bootstrap", BOOTSTRAPS.names())
 def test_skipping_padding_leaves_every_logged_value_and_gradient_unchanged(bootstrap, monkeypatch):
-    """The unroll skips each episode's unwritten rows; the learner must never have read them."""
+    """The unroll and the mixers skip padding; the learner must never have read it."""
     from pymarl_nonmono.hosts.pymarl_family import controller
+    from pymarl_nonmono.numerics.mixers import Mixer
 
     runs = []
     for skip in (True, False):
         if not skip:
             monkeypatch.setattr(controller, "episode_lengths", lambda batch: None)
+            mix_every_row = Mixer.forward
+            monkeypatch.setattr(Mixer, "forward", lambda self, qs, states, rows=None: mix_every_row(self, qs, states))
         learner, logger = build("nonmono_qmix_rnd", td_bootstrap=bootstrap, igm_penalty=1.0,
                                 monotonicity_penalty=1.0, seed=3)
         for i in range(2):
             learner.train(random_batch(seed=10 + i), t_env=i, episode_num=i)
+        # Truncated episodes, one cut short of the time limit: their final states bootstrap.
+        learner.train(episode_batch([2, 6, 3, 4], truncated=[True, False, True, False], time_limit=7, cut=False,
+                                    seed=12), t_env=2, episode_num=2)
         runs.append((logger.stats, [p.detach().clone() for p in learner.params]))
     (stats, params), (stats_full, params_full) = runs
     assert stats.keys() == stats_full.keys()

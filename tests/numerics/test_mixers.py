@@ -54,6 +54,36 @@ def test_candidates_at_a_state_agree_with_the_per_candidate_reference(name, orth
     torch.testing.assert_close(fast, mixer(qs, states.unsqueeze(1).expand(6, 27, 5)), rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("name", MIXERS.names())
+def test_mixing_some_rows_equals_mixing_all_there_and_is_zero_elsewhere(name):
+    torch.manual_seed(0)
+    mixer = make_mixer(name, n_agents=3, state_dim=5, **OPTIONS)
+    qs = torch.randn(4, 6, 3, requires_grad=True)
+    states = torch.randn(4, 6, 5)
+    rows = torch.rand(4, 6) > 0.5
+    part, whole = mixer(qs, states, rows=rows), mixer(qs, states)
+    torch.testing.assert_close(part[rows], whole[rows])
+    assert part[~rows].abs().max() == 0
+    weights = torch.randn(4, 6) * rows
+    grads = torch.autograd.grad((part * weights).sum(), [qs, *mixer.parameters()], allow_unused=True)
+    grads_whole = torch.autograd.grad((whole * weights).sum(), [qs, *mixer.parameters()], allow_unused=True)
+    for a, b in zip(grads, grads_whole):
+        if a is None or b is None:
+            assert a is None and b is None
+        else:
+            torch.testing.assert_close(a, b)
+    # Only the chosen rows reach mix().
+    seen = []
+    original = type(mixer).mix
+    mixer.mix = lambda q, s: (seen.append(q.shape[0]), original(mixer, q, s))[1]
+    mixer(qs, states, rows=rows)
+    assert seen == [int(rows.sum())]
+    with pytest.raises(TypeError, match="rows must be a bool mask"):
+        mixer(qs, states, rows=rows.float())
+    with pytest.raises(ValueError, match=r"rows has shape \[4, 5\]"):
+        mixer(qs, states, rows=rows[:, :5])
+
+
 def test_candidates_check_their_shapes():
     mixer = make_mixer("nonmono_qmix", n_agents=3, state_dim=5, **OPTIONS)
     with pytest.raises(ValueError, match="agent_qs"):

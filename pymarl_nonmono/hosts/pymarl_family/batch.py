@@ -24,6 +24,7 @@ class Episodes:
     reward: torch.Tensor  # [B, T]
     terminated: torch.Tensor  # [B, T]
     mask: torch.Tensor  # [B, T]: real, not-yet-ended transitions
+    written: torch.Tensor  # [B, T+1] bool: rows the episode wrote (its states); the rest is padding
     probs: Optional[torch.Tensor]  # [B, T+1, N, A] behaviour policy, when recorded
 
     @property
@@ -91,5 +92,6 @@ def episodes_from_batch(batch, with_probs: bool = False) -> Episodes:
         reward=batch["reward"][:, :-1].squeeze(-1),
         terminated=terminated,
         mask=mask,
+        written=batch["filled"].squeeze(-1) > 0,
         probs=batch["probs"] if with_probs else None,
     )

@@ -118,7 +118,8 @@ class NonMonoLearner:
             targets, rnd_stats = self.targets(ep, q.detach(), self.target_mac.unroll(batch), t_env)
 
         chosen = _gather(q[:, :-1], ep.actions[:, :-1])
-        q_tot = self.mixer(chosen, ep.state[:, :-1])
+        # Only real transitions are mixed: the rest is padding, multiplied by a zero mask below.
+        q_tot = self.mixer(chosen, ep.state[:, :-1], rows=mask > 0)
         td_error = (q_tot - targets) * mask
         sq = 0.5 * td_error.pow(2)
         if episode_weights is not None:
@@ -202,9 +203,10 @@ class NonMonoLearner:
             avail_actions=ep.avail_actions,
             double_q=self.cfg.double_q,
         )
-        values = self.target_mixer(utilities, ep.state)
+        # Bootstraps come from states an episode reached (written rows); padding is skipped.
+        values = self.target_mixer(utilities, ep.state, rows=ep.written)
         if uses_q_lambda_correction(self.cfg.td_bootstrap):
-            taken = self.target_mixer(_gather(target_q, ep.actions), ep.state)
+            taken = self.target_mixer(_gather(target_q, ep.actions), ep.state, rows=ep.written)
             returns = q_lambda_returns(rewards, ep.terminated, ep.mask, values, taken, self.cfg.gamma, self.cfg.td_lambda)
         else:
             returns = lambda_returns(rewards, ep.terminated, ep.mask, values, self.cfg.gamma, self.cfg.td_lambda)
