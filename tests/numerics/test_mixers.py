@@ -406,3 +406,16 @@ def test_positive_bias_refuses_a_mixer_without_mixing_weights_and_a_bad_bias():
         init_mixer_(mixer, "positive_bias", 0.0)
     with pytest.raises(ConfigError, match=r"mixer_init='positve_bias'.*did you mean 'positive_bias'"):
         init_mixer_(mixer, "positve_bias", 0.5)
+
+
+def test_mixing_some_rows_keeps_to_the_inputs_device(monkeypatch):
+    from fake_cuda import fake_cuda
+
+    with fake_cuda(monkeypatch):
+        torch.manual_seed(0)
+        mixer = make_mixer("nonmono_qmix", n_agents=3, state_dim=5, **OPTIONS).cuda()
+        qs = torch.randn(4, 6, 3, device="cuda", requires_grad=True)
+        rows = torch.rand(4, 6, device="cuda") > 0.5
+        out = mixer(qs, torch.randn(4, 6, 5, device="cuda"), rows=rows)
+        (grad,) = torch.autograd.grad(out.sum(), qs)
+    assert out.device.type == "cuda" and grad.device.type == "cuda"
