@@ -128,7 +128,7 @@ class NonMonoMAC:
         self.init_hidden(ep_batch.batch_size)
         if self._unroll_parts is None:
             return self._unroll_stepwise(ep_batch)
-        # Padding rows cost nothing and come out as 0: the learner never reads them.
+        # Padding rows come out as 0 and are mostly not computed: the learner never reads them.
         lengths = episode_lengths(ep_batch)
         q, last_hidden = unroll_gru(self._unroll_parts, self._input_blocks(ep_batch, slice(None)), lengths=lengths)
         if not self._unroll_verified:
