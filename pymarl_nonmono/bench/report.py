@@ -435,6 +435,13 @@ def classify(records: Sequence[RunRecord], metric: str, now: Optional[_dt.dateti
                 old.note = f"superseded by a newer finished run of the same seed ({r.ref})"
                 excluded.append(old)
             newest[key] = r
+    # An attempt that failed or was stopped and then re-run to the end is history, not an
+    # open run: counted as superseded (its own note kept after the reference).
+    for r in excluded:
+        finished = newest.get((r.env, r.alg, r.seed)) if r.seed is not None else None
+        if (finished is not None and finished is not r and r.started is not None and finished.started is not None
+                and r.started < finished.started and not r.note.startswith("superseded")):
+            r.note = f"superseded by a newer finished run of the same seed ({finished.ref}); was {r.note}"
     kept = [r for r in included if not r.note]
     check_same_settings(kept)
     return kept, excluded

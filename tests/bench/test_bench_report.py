@@ -47,6 +47,10 @@ RUNS = [
     run("C", 1, [0, 250], [1, 3], info_only=True),  # recorded before patch 0005: info only
     run("A", 1, [0, 100], [50, 50], sweep="other"),
     run("A", 1, [0, 100], [0, 0], env="n", status="FAILED", fail="KeyError: 'n'"),
+    # Stopped before the finished C 1 was started: an attempt re-run to the end, not an open run.
+    run("C", 1, [0, 50], [0, 0], status="INTERRUPTED", start="2025-12-31T00:00:00"),
+    # Stopped after B 2 finished: a later attempt that did not end, still reported as unfinished.
+    run("B", 2, [0, 50], [0, 0], status="INTERRUPTED", start="2026-01-05T00:00:00"),
 ]
 
 
@@ -111,6 +115,9 @@ def check(report):
     c = rows["C"].final["IQM"]
     assert (c.point, c.low, c.high) == (pytest.approx(3.0),) * 3 and rows["C"].auc["IQM"].point == pytest.approx(2.0)
     notes = {(r.alg, r.seed): r.note for r in m.excluded}
+    assert notes[("C", 1)].startswith("superseded by a newer finished run of the same seed")
+    assert notes[("C", 1)].endswith("; was unfinished: INTERRUPTED")
+    assert notes[("B", 2)] == "unfinished: INTERRUPTED"
     assert notes[("A", 4)] == "failed: RuntimeError: boom"
     assert notes[("A", 5)] == f"finished without {METRIC}"
     assert notes[("B", 1)].startswith("superseded by a newer finished run of the same seed")
@@ -125,8 +132,8 @@ def check(report):
     assert m.comparison.improvement[("B", "C")].point == pytest.approx(1.0)
     table = report.table(m)
     assert "| A | 5.000 [2.500, 7.500] | 2.500 [1.250, 3.750] | 3 | 1 failed, 1 finished without test_return_mean |" in table
-    assert "| B | 6.000 [5.000, 7.000] | 6.000 [5.000, 7.000] | 2 | 1 superseded, 1 unfinished |" in table
-    assert "| C | 3.000 [3.000, 3.000] | 2.000 [2.000, 2.000] | 1 |  |" in table
+    assert "| B | 6.000 [5.000, 7.000] | 6.000 [5.000, 7.000] | 2 | 1 superseded, 2 unfinished |" in table
+    assert "| C | 3.000 [3.000, 3.000] | 2.000 [2.000, 2.000] | 1 | 1 superseded |" in table
     assert "| A | – | – | 0 | 1 failed |" in report.table(envs["n"])
     assert report.overall is None  # only one environment has finished runs
     return table
@@ -137,7 +144,7 @@ def test_file_storage_report(tmp_path):
     needs_rliable()
     write_file_storage(tmp_path / "sacred")
     records = rep.load_file_storage([tmp_path / "sacred"], "s")
-    assert len(records) == 11
+    assert len(records) == 13
     assert rep.choose_metric(records, None) == METRIC
     report = rep.build_report(records, METRIC, "files", "s", points=50)
     check(report)
@@ -202,7 +209,7 @@ def test_mongodb_report_matches_file_storage(tmp_path, mongo_url, capsys):
     source = rep.MongoSource(resolve(mongo_url, "reptest", {}))
     try:
         records = source.runs("s")
-        assert len(records) == 11
+        assert len(records) == 13
         source.load_metric(rep.choose_metric(records, None))
     finally:
         source.close()
