@@ -24,6 +24,7 @@ import torch
 import yaml
 
 from pymarl_nonmono.hosts.pymarl_family.batch import transition_mask
+from pymarl_nonmono.numerics.recurrent import real_steps
 
 from harness import CLOCKS, HOST_DIRS, machine, median_times, setup
 
@@ -100,7 +101,7 @@ def make_args(src: Path, alg_path: Path, size: Size, overrides: tuple[tuple[str,
     return SimpleNamespace(**cfg)
 
 
-def episode_lengths(seed: int, size: Size, episodes: str) -> torch.Tensor:
+def draw_lengths(seed: int, size: Size, episodes: str) -> torch.Tensor:
     """Transitions per episode: all ``T`` (``full``: no padding, the most work per update), or
     (``ragged``) one episode of ``T``, as a batch is as long as its longest episode, and the
     others uniform in ``1..T``, so about half the rows are padding."""
@@ -132,7 +133,7 @@ def make_batch(seed: int, size: Size, episodes: str = "full"):
     avail[..., 0] = 1
     actions = torch.multinomial(avail.view(-1, n_actions).float(), 1, generator=g).view(B, T + 1, n_agents, 1)
     probs = avail.float() / avail.sum(-1, keepdim=True)
-    lengths = episode_lengths(seed, size, episodes)
+    lengths = draw_lengths(seed, size, episodes)
     steps = torch.arange(T + 1).unsqueeze(0)
     terminated = (steps == (lengths - 1).unsqueeze(1)).to(torch.uint8).unsqueeze(-1)
     batch.update({
@@ -142,7 +143,7 @@ def make_batch(seed: int, size: Size, episodes: str = "full"):
         "reward": torch.randn(B, T + 1, 1, generator=g), "terminated": terminated,
     }, bs=slice(None), ts=slice(None))
     # As the runners leave it: rows 0..L written (the final state's included), the rest padding.
-    batch.data.transition_data["filled"] = (steps <= lengths.unsqueeze(1)).long().unsqueeze(-1)
+    batch.data.transition_data["filled"] = real_steps(lengths + 1, T + 1).long().unsqueeze(-1)
     return batch
 
 

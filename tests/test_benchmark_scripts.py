@@ -126,7 +126,7 @@ def test_ragged_benchmark_batches_are_laid_out_as_the_runners_leave_them(pymarl2
             ragged = learner_step.make_batch(1, size, "ragged")
         finally:
             sys.path.remove(str(pymarl2_pristine / "src"))
-    lengths = learner_step.episode_lengths(1, size, "ragged")
+    lengths = learner_step.draw_lengths(1, size, "ragged")
     assert int(lengths.max()) == 7 and int(lengths.min()) < 7
     # Rows 0..L written (the final state's included); transitions 0..L-1 real, the last terminal.
     assert episode_lengths(ragged).tolist() == (lengths + 1).tolist()

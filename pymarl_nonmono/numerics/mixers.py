@@ -67,17 +67,16 @@ class Mixer(nn.Module):
             states = states.reshape(states.shape[0], states.shape[1], -1)
         check_shape("states", states, (b, t, self.state_dim))
         qs, ss = agent_qs.reshape(b * t, self.n_agents), states.reshape(b * t, self.state_dim)
-        if rows is None:
-            return self.mix(qs, ss).view(b, t)
-        check_shape("rows", rows, (b, t))
-        if rows.dtype != torch.bool:
-            raise TypeError(f"rows must be a bool mask, got {rows.dtype}")
-        keep = rows.reshape(b * t).to(qs.device)
-        if bool(keep.all()):
-            return self.mix(qs, ss).view(b, t)
-        index = torch.nonzero(keep).squeeze(-1)
-        mixed = self.mix(qs.index_select(0, index), ss.index_select(0, index))
-        return mixed.new_zeros(b * t).index_copy(0, index, mixed).view(b, t)
+        if rows is not None:
+            check_shape("rows", rows, (b, t))
+            if rows.dtype != torch.bool:
+                raise TypeError(f"rows must be a bool mask, got {rows.dtype}")
+            keep = rows.reshape(b * t).to(qs.device)
+            if not bool(keep.all()):
+                index = torch.nonzero(keep).squeeze(-1)
+                mixed = self.mix(qs.index_select(0, index), ss.index_select(0, index))
+                return mixed.new_zeros(b * t).index_copy(0, index, mixed).view(b, t)
+        return self.mix(qs, ss).view(b, t)
 
     def mix(self, agent_qs: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
         """``agent_qs [M, N]``, ``states [M, S]`` -> ``Q_tot [M]``."""

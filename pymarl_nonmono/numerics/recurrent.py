@@ -35,7 +35,7 @@ from torch.nn import functional as F
 
 from ..errors import check_shape
 
-__all__ = ["GRUAgentParts", "unroll_gru", "unroll_gru_reference"]
+__all__ = ["GRUAgentParts", "real_steps", "unroll_gru", "unroll_gru_reference", "zero_padding"]
 
 Inputs = Union[torch.Tensor, Sequence[torch.Tensor]]
 
@@ -170,10 +170,24 @@ def unroll_gru(
     if running is None:
         return q, h.view(b, n, -1)
     # Too little padding to be worth skipping: computed, then given the values skipping gives.
-    real = torch.arange(t, device=lengths.device).unsqueeze(0) < lengths.unsqueeze(1)
-    q = torch.where(real.view(b, t, 1, 1), q, torch.zeros_like(q))
+    q = zero_padding(q, lengths)
     last = stacked[(lengths - 1).repeat_interleave(n), torch.arange(b * n, device=lengths.device)]
     return q, last.view(b, n, -1)
+
+
+def real_steps(lengths: torch.Tensor, steps: int) -> torch.Tensor:
+    """``[B, steps]`` bool: step ``t`` of episode ``b`` is real (``t < lengths[b]``)."""
+    return torch.arange(steps, device=lengths.device).unsqueeze(0) < lengths.unsqueeze(1)
+
+
+def zero_padding(values: torch.Tensor, lengths: Optional[torch.Tensor]) -> torch.Tensor:
+    """``values`` ``[B, T, ...]`` with each episode's steps from ``lengths[b]`` on set to 0,
+    as :func:`unroll_gru` leaves them (unchanged when ``lengths`` is None)."""
+    if lengths is None:
+        return values
+    real = real_steps(lengths, values.shape[1])
+    real = real.view(*real.shape, *([1] * (values.dim() - 2)))
+    return torch.where(real, values, torch.zeros_like(values))
 
 
 #: Below this fraction of real rows the unroll skips the padding; above it, sorting and
@@ -254,7 +268,6 @@ def unroll_gru_reference(
         hs.append(h.view(b, n, -1))
     q, h_last = torch.stack(qs, dim=1), h.view(b, n, -1)
     if lengths is not None:
-        real = torch.arange(t, device=q.device).unsqueeze(0) < lengths.unsqueeze(1)  # [B, T]
-        q = q * real.view(b, t, 1, 1)
+        q = zero_padding(q, lengths)
         h_last = torch.stack([hs[int(length) - 1][episode] for episode, length in enumerate(lengths)])
     return q, h_last

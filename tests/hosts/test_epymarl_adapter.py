@@ -25,7 +25,8 @@ from pymarl_nonmono.hosts.epymarl.agents import NonMonoMAC
 from pymarl_nonmono.hosts.epymarl.envs import EPyMARLEnv, for_epymarl
 from pymarl_nonmono.hosts.epymarl.settings import our_keys
 from pymarl_nonmono.hosts.pymarl_family import preflight
-from pymarl_nonmono.hosts.pymarl_family.batch import episode_lengths, zero_padding
+from pymarl_nonmono.hosts.pymarl_family.batch import episode_lengths
+from pymarl_nonmono.numerics.recurrent import zero_padding
 from pymarl_nonmono.hosts.pymarl_family.learner import NonMonoLearner
 from pymarl_nonmono.numerics.mixers import MIXERS
 from pymarl_nonmono.numerics.schedules import SCHEDULES

@@ -7,13 +7,14 @@ import yaml
 
 from fake_host import CONFIG, HOST_DEFAULTS, RecordingLogger, TinyAgent, episode_batch, make_args, random_batch, scheme
 from pymarl_nonmono.errors import ConfigError
-from pymarl_nonmono.hosts.pymarl_family.batch import episode_lengths, episodes_from_batch, zero_padding
+from pymarl_nonmono.hosts.pymarl_family.batch import episode_lengths, episodes_from_batch
 from pymarl_nonmono.hosts.pymarl2.controller import NonMonoMAC
 from pymarl_nonmono.hosts.pymarl2.learner import NonMonoLearner
 from pymarl_nonmono.hosts.pymarl2.preflight import PreflightError, check_config, check_environment
 from pymarl_nonmono.hosts.pymarl_family.preflight import yaml_keys
 from pymarl_nonmono.hosts.pymarl2.settings import our_keys
 from pymarl_nonmono.numerics.mixers import MIXERS
+from pymarl_nonmono.numerics.recurrent import zero_padding
 from pymarl_nonmono.numerics.schedules import SCHEDULES
 from pymarl_nonmono.numerics.selection import SELECTORS
 from pymarl_nonmono.numerics.targets import BOOTSTRAPS

@@ -17,7 +17,8 @@ import pytest
 import torch
 
 from pymarl_nonmono.hosts.pymarl2.controller import NonMonoMAC
-from pymarl_nonmono.hosts.pymarl_family.batch import episode_lengths, zero_padding
+from pymarl_nonmono.hosts.pymarl_family.batch import episode_lengths
+from pymarl_nonmono.numerics.recurrent import zero_padding
 
 from fake_host import make_args, random_batch, scheme
 from host_modules import imported_from_host

@@ -13,6 +13,8 @@ from typing import Optional
 
 import torch
 
+from ...numerics.recurrent import real_steps
+
 
 @dataclass
 class Episodes:
@@ -59,20 +61,9 @@ def episode_lengths(batch) -> Optional[torch.Tensor]:
     rows are not a prefix of the batch or are none, so there is nothing safe to skip."""
     filled = batch["filled"].squeeze(-1) > 0
     lengths = filled.sum(1)
-    rows = torch.arange(filled.shape[1], device=filled.device)
-    if bool((lengths == 0).any()) or not torch.equal(filled, rows.unsqueeze(0) < lengths.unsqueeze(1)):
+    if bool((lengths == 0).any()) or not torch.equal(filled, real_steps(lengths, filled.shape[1])):
         return None
     return lengths
-
-
-def zero_padding(values: torch.Tensor, lengths: Optional[torch.Tensor]) -> torch.Tensor:
-    """``values`` ``[B, T, ...]`` with each episode's rows from ``lengths[b]`` on set to 0,
-    as the controller's unroll leaves them (unchanged when ``lengths`` is None)."""
-    if lengths is None:
-        return values
-    real = torch.arange(values.shape[1], device=values.device).unsqueeze(0) < lengths.unsqueeze(1)
-    real = real.view(*real.shape, *([1] * (values.dim() - 2)))
-    return torch.where(real, values, torch.zeros_like(values))
 
 
 def episodes_from_batch(batch, with_probs: bool = False) -> Episodes:

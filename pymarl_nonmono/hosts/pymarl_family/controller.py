@@ -21,10 +21,10 @@ from typing import Callable, Mapping, Optional
 import torch
 
 from ...numerics.igm import joint_greedy_actions
-from ...numerics.recurrent import GRUAgentParts, unroll_gru
+from ...numerics.recurrent import GRUAgentParts, unroll_gru, zero_padding
 from ...numerics.selection import make_selector
 from ...numerics.targets import needs_behaviour_probs
-from .batch import episode_lengths, zero_padding
+from .batch import episode_lengths
 from .checkpoint import save_atomically
 from .settings import ControllerSettings, ExplorationSettings, read_settings
 
