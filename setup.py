@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import Extension, setup
 
 HERE = Path(__file__).parent
 
@@ -43,6 +43,19 @@ setup(
         "pymarl_nonmono.patches": ["pymarl2/*.patch", "epymarl/*.patch"],
     },
     include_package_data=False,
+    # The fused GRU step kernels (pymarl_nonmono/numerics/fused_gru.py). Plain C against Python's
+    # headers, no torch headers, so building needs no torch. Optional: without a C compiler the
+    # install still succeeds and the agents fall back to torch's GRUCell (gru_kernel: auto).
+    # -fno-trapping-math lets the compiler vectorise the gates' selects (the loops have no traps
+    # to preserve); it does not change results.
+    ext_modules=[
+        Extension(
+            "pymarl_nonmono.numerics._fused_gru",
+            ["pymarl_nonmono/numerics/fused_gru.c"],
+            extra_compile_args=["-O3", "-fno-trapping-math"],
+            optional=True,
+        )
+    ],
     install_requires=[
         # torch is deliberately a range: install the CPU or CUDA build you want first.
         "torch>=2.0",

@@ -34,6 +34,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..errors import check_shape
+from .fused_gru import check_kernel, gru_steps, load_error, supports
 
 __all__ = ["GRUAgentParts", "real_steps", "unroll_gru", "unroll_gru_reference", "zero_padding"]
 
@@ -141,6 +142,7 @@ def unroll_gru(
     inputs: Inputs,
     h0: Optional[torch.Tensor] = None,
     lengths: Optional[torch.Tensor] = None,
+    kernel: str = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Q-values ``[B, T, N, A]`` and the last hidden state ``[B, N, H]``.
 
@@ -148,22 +150,20 @@ def unroll_gru(
     ``h0`` ``[B, N, H]`` defaults to zeros. ``lengths`` ``[B]`` (integers in ``1..T``):
     each episode's real steps; its later steps are skipped, their Q-values are 0 and the
     last hidden state is the one after its last real step. Encoder and head run once
-    over all steps; the time loop holds only the GRU cell. Steps are taken with
-    ``unbind`` rather than by indexing, so backpropagation stacks one gradient instead of
-    building a full-size zero gradient per step.
+    over all steps; the time loop holds only the GRU cell. ``kernel`` (:data:`.fused_gru.KERNELS`)
+    says whether that loop may be :func:`.fused_gru.gru_steps` (``auto``: where it applies),
+    must be (``fused``) or must be ``GRUCell`` (``torch``).
     """
+    check_kernel(kernel)
     blocks, (b, t, n) = parts._check(inputs, h0)
     running = _running_episodes(lengths, b, t)
     if running is not None and sum(running) < RAGGED_BELOW * b * t:
-        return _unroll_ragged(parts, blocks, (b, t, n), h0, lengths, running)
+        return _unroll_ragged(parts, blocks, (b, t, n), h0, lengths, running, kernel)
     h = parts._h0(h0, blocks[0], b, n)
     encoded = F.relu(parts._encode(blocks, b, t, n))
-    steps = encoded.transpose(0, 1).reshape(t, b * n, -1).unbind(0)
-    hidden = []
-    for x in steps:
-        h = parts.cell(x, h)
-        hidden.append(h)
-    stacked = torch.stack(hidden, dim=0)
+    steps = encoded.transpose(0, 1).reshape(t * b * n, -1)
+    stacked = _run_cell(parts.cell, steps, [b * n] * t, h, kernel).view(t, b * n, -1)
+    h = stacked[-1]
     # The head runs time-major, on the stacked states as they are, and only its narrower
     # output is transposed back.
     q = parts._head(stacked).view(t, b, n, -1).transpose(0, 1).contiguous()
@@ -173,6 +173,22 @@ def unroll_gru(
     q = zero_padding(q, lengths)
     last = stacked[(lengths - 1).repeat_interleave(n), torch.arange(b * n, device=lengths.device)]
     return q, last.view(b, n, -1)
+
+
+def _run_cell(cell: nn.GRUCell, x: torch.Tensor, rows: Sequence[int], h: torch.Tensor, kernel: str) -> torch.Tensor:
+    """``cell`` over packed steps (``x`` ``[P, D]``, step ``s`` the ``rows[s]`` first rows of
+    the state; :func:`.fused_gru.gru_steps`): hidden states ``[P, H]``."""
+    if kernel != "torch" and supports(cell, x, h):
+        return gru_steps(cell, x, rows, h)
+    if kernel == "fused":
+        raise RuntimeError("gru_kernel=fused, but the fused GRU kernel cannot run here: " + (
+            load_error() or f"it needs float32 tensors on the CPU and a GRUCell with biases "
+                            f"(got {x.dtype} on {x.device}, bias={cell.bias})"))
+    hidden = []
+    for step, r in zip(x.split(list(rows)), rows):
+        h = cell(step, h[:r])
+        hidden.append(h)
+    return torch.cat(hidden, dim=0)
 
 
 def real_steps(lengths: torch.Tensor, steps: int) -> torch.Tensor:
@@ -214,7 +230,8 @@ def _running_episodes(lengths: Optional[torch.Tensor], b: int, t: int) -> Option
 
 
 def _unroll_ragged(parts: GRUAgentParts, blocks: list[torch.Tensor], dims: tuple[int, int, int],
-                   h0: Optional[torch.Tensor], lengths: torch.Tensor, running: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+                   h0: Optional[torch.Tensor], lengths: torch.Tensor, running: list[int],
+                   kernel: str) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`unroll_gru` on real steps only.
 
     The real rows are gathered once into a packed, step-major ``[P, D]`` layout (step 0's
@@ -236,11 +253,7 @@ def _unroll_ragged(parts: GRUAgentParts, blocks: list[torch.Tensor], dims: tuple
     encoded = F.relu(parts._encode_rows(blocks, episode, step, agent))
 
     h = parts._h0(None if h0 is None else h0.index_select(0, order), blocks[0], b, n)
-    hidden = []
-    for x, rows in zip(encoded.split(rows_per_step), rows_per_step):
-        h = parts.cell(x, h[:rows])
-        hidden.append(h)
-    packed = torch.cat(hidden, dim=0)
+    packed = _run_cell(parts.cell, encoded, rows_per_step, h, kernel)
     q_packed = parts._head(packed)
     q = q_packed.new_zeros(b * t * n, q_packed.shape[-1]).index_copy(0, (episode * t + step) * n + agent, q_packed)
     # Each row's state after its episode's last real step: sorted row j*N + a of that step.
@@ -253,6 +266,7 @@ def _unroll_ragged(parts: GRUAgentParts, blocks: list[torch.Tensor], dims: tuple
 def unroll_gru_reference(
     parts: GRUAgentParts, inputs: Inputs, h0: Optional[torch.Tensor] = None,
     lengths: Optional[torch.Tensor] = None,
+    kernel: str = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`unroll_gru` one step at a time on the concatenated input, as the agent's
     own forward does it; with ``lengths``, every step is computed and the padded ones

@@ -130,7 +130,8 @@ class NonMonoMAC:
             return self._unroll_stepwise(ep_batch)
         # Padding rows come out as 0 and are mostly not computed: the learner never reads them.
         lengths = episode_lengths(ep_batch)
-        q, last_hidden = unroll_gru(self._unroll_parts, self._input_blocks(ep_batch, slice(None)), lengths=lengths)
+        q, last_hidden = unroll_gru(self._unroll_parts, self._input_blocks(ep_batch, slice(None)), lengths=lengths,
+                                    kernel=self.settings.gru_kernel)
         if not self._unroll_verified:
             self._verify_unroll(ep_batch, q, lengths)
             if self._unroll_parts is None:

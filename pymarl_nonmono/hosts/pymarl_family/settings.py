@@ -12,6 +12,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
 from ...errors import ConfigError, check_bool, check_choice, check_int, check_range
+from ...numerics.fused_gru import KERNELS as GRU_KERNELS
 from ...numerics.mixers import MIXER_INITS, MIXERS, check_mixer_options
 from ...numerics.schedules import SCHEDULES
 from ...numerics.selection import SELECTORS
@@ -83,11 +84,13 @@ class ControllerSettings:
     obs_last_action: bool
     obs_agent_id: bool
     td_bootstrap: str
+    gru_kernel: str
 
     def validate(self) -> None:
         check_bool("obs_last_action", self.obs_last_action)
         check_bool("obs_agent_id", self.obs_agent_id)
         check_choice("td_bootstrap", self.td_bootstrap, BOOTSTRAPS.names())
+        check_choice("gru_kernel", self.gru_kernel, GRU_KERNELS)
 
 
 @dataclass(frozen=True)
