@@ -174,6 +174,30 @@ def build_learners(src: Path, size: Size, host: HostBench):
     return built
 
 
+def gru_kernel_in_use() -> str:
+    """What ``gru_kernel: auto`` (our YAMLs) runs here, for the reader of the timings."""
+    from pymarl_nonmono.numerics.fused_gru import load_error
+
+    error = load_error()
+    return "fused CPU kernel (gru_kernel: auto)" if error is None else f"torch GRUCell: {error}"
+
+
+def profile_updates(calls, top: int, updates: int = 3) -> None:
+    """Each learner's ``top`` operators by self CPU time, in ms per update (torch profiler)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    for name, call in calls.items():
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for r in range(updates):
+                call(r)
+        ops = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+        total = sum(e.self_cpu_time_total for e in ops) / 1e3 / updates
+        log.info("profile of %s: %.1f ms of operators per update (profiled; the profiler adds its own)", name, total)
+        for e in ops[:top]:
+            log.info("  %-58s %7.2f ms %6d calls", e.key[:58], e.self_cpu_time_total / 1e3 / updates,
+                     e.count // updates)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", choices=sorted(HOSTS), default="pymarl2",
@@ -186,11 +210,15 @@ def main(argv=None) -> int:
     parser.add_argument("--episodes", choices=("full", "ragged"), default="full",
                         help="full: every episode T steps, no padding (default; the 0.85x goal is "
                              "held to this); ragged: one episode of T, the others 1..T long")
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="after timing, print each learner's N most expensive operators (torch "
+                             "profiler, self CPU time per update; default: none)")
     opts = parser.parse_args(argv)
     src = setup(opts.host)
     if src is None:
         return 2
     log.info("machine: %s", machine())
+    log.info("our agents' GRU: %s", gru_kernel_in_use())
     worst = {}
     for size_name in opts.size or SIZES:
         size = SIZES[size_name]
@@ -209,6 +237,8 @@ def main(argv=None) -> int:
             log.info("%-20s %8.1f ms   %.2fx stock", name, med * 1e3, med / stock)
             if name in OURS:
                 worst[(name, size_name)] = med / stock
+        if opts.profile:
+            profile_updates(calls, opts.profile)
     (name, size_name), ratio = max(worst.items(), key=lambda kv: kv[1])
     verdict = "meets" if ratio <= GOAL else "misses"
     log.info("verdict: %s the %.2fx goal; slowest of ours: %s at %s, %.2fx stock qmix", verdict, GOAL, name,

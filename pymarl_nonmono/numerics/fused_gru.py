@@ -110,6 +110,11 @@ def gru_steps(cell: nn.GRUCell, x: torch.Tensor, rows: Sequence[int], h0: torch.
 def _unroll_forward(x, h0, w_ih, w_hh, b_ih, b_hh, rows, gates: Optional[list]) -> torch.Tensor:
     """The hidden states ``[P, H]``; with ``gates`` a list, each step's ``(r, z, n, hn)``
     ``[rows[s], 4H]`` appended to it for the backward."""
+    with torch.profiler.record_function("pymarl_nonmono::fused_gru_forward"):
+        return _forward_steps(x, h0, w_ih, w_hh, b_ih, b_hh, rows, gates)
+
+
+def _forward_steps(x, h0, w_ih, w_hh, b_ih, b_hh, rows, gates: Optional[list]) -> torch.Tensor:
     kernels = _kernels()
     hidden = w_hh.shape[1]
     width = rows[0]
@@ -162,43 +167,49 @@ class _FusedUnroll(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):
-        x, h0, out, w_ih, w_hh = ctx.saved_tensors
-        gates, rows = ctx.gates, ctx.rows
-        del ctx.gates
-        kernels = _kernels()
-        need_x, need_h0, need_w_ih, need_w_hh, need_b_ih, need_b_hh = ctx.needs_input_grad[:6]
-        grad_out = grad_out.contiguous()
-        hidden = w_hh.shape[1]
-        width = rows[0]
-        w_ih, w_hh = w_ih.detach(), w_hh.detach()
-        dgi = x.new_empty(width, 3 * hidden)
-        dgh = x.new_empty(width, 3 * hidden)
-        direct = x.new_empty(width, hidden)
-        # Two carries, swapped each step. A step has at least the next one's rows; the rows it has
-        # beyond them ended there and get no gradient from later steps: those rows of both buffers
-        # are never written before (steps are walked in reverse, row counts only grow), so stay 0.
-        carry, spare = x.new_zeros(width, hidden), x.new_zeros(width, hidden)
-        d_w_ih = torch.zeros_like(w_ih)
-        d_w_hh = torch.zeros_like(w_hh)
-        d_b_ih = x.new_zeros(3 * hidden)
-        d_b_hh = x.new_zeros(3 * hidden)
-        d_x = torch.empty_like(x) if need_x else None
-        starts = _starts(rows)
-        for s in range(len(rows) - 1, -1, -1):
-            start, r = starts[s], rows[s]
-            h = h0[:r] if s == 0 else out[starts[s - 1]:starts[s - 1] + r]
-            step_dgi, step_dgh, step_direct = dgi[:r], dgh[:r], direct[:r]
-            kernels.gru_step_backward(_ptr(carry), _ptr(grad_out[start:start + r]), _ptr(gates[s]), _ptr(h),
-                                      _ptr(step_dgi), _ptr(step_dgh), _ptr(step_direct), _ptr(d_b_ih),
-                                      _ptr(d_b_hh), r, hidden)
-            if need_w_ih:
-                d_w_ih.addmm_(step_dgi.t(), x[start:start + r])
-            if need_w_hh:
-                d_w_hh.addmm_(step_dgh.t(), h)
-            if need_x:
-                torch.mm(step_dgi, w_ih, out=d_x[start:start + r])
-            torch.addmm(step_direct, step_dgh, w_hh, out=spare[:r])
-            carry, spare = spare, carry
-        d_b_hh[:2 * hidden] = d_b_ih[:2 * hidden]
-        return (d_x, carry if need_h0 else None, d_w_ih if need_w_ih else None, d_w_hh if need_w_hh else None,
-                d_b_ih if need_b_ih else None, d_b_hh if need_b_hh else None, None)
+        with torch.profiler.record_function("pymarl_nonmono::fused_gru_backward"):
+            return _backward_steps(ctx, grad_out)
+
+
+def _backward_steps(ctx, grad_out):
+    """The backward of :class:`_FusedUnroll`: steps in reverse, one kernel pass and the gradients' products each."""
+    x, h0, out, w_ih, w_hh = ctx.saved_tensors
+    gates, rows = ctx.gates, ctx.rows
+    del ctx.gates
+    kernels = _kernels()
+    need_x, need_h0, need_w_ih, need_w_hh, need_b_ih, need_b_hh = ctx.needs_input_grad[:6]
+    grad_out = grad_out.contiguous()
+    hidden = w_hh.shape[1]
+    width = rows[0]
+    w_ih, w_hh = w_ih.detach(), w_hh.detach()
+    dgi = x.new_empty(width, 3 * hidden)
+    dgh = x.new_empty(width, 3 * hidden)
+    direct = x.new_empty(width, hidden)
+    # Two carries, swapped each step. A step has at least the next one's rows; the rows it has
+    # beyond them ended there and get no gradient from later steps: those rows of both buffers
+    # are never written before (steps are walked in reverse, row counts only grow), so stay 0.
+    carry, spare = x.new_zeros(width, hidden), x.new_zeros(width, hidden)
+    d_w_ih = torch.zeros_like(w_ih)
+    d_w_hh = torch.zeros_like(w_hh)
+    d_b_ih = x.new_zeros(3 * hidden)
+    d_b_hh = x.new_zeros(3 * hidden)
+    d_x = torch.empty_like(x) if need_x else None
+    starts = _starts(rows)
+    for s in range(len(rows) - 1, -1, -1):
+        start, r = starts[s], rows[s]
+        h = h0[:r] if s == 0 else out[starts[s - 1]:starts[s - 1] + r]
+        step_dgi, step_dgh, step_direct = dgi[:r], dgh[:r], direct[:r]
+        kernels.gru_step_backward(_ptr(carry), _ptr(grad_out[start:start + r]), _ptr(gates[s]), _ptr(h),
+                                  _ptr(step_dgi), _ptr(step_dgh), _ptr(step_direct), _ptr(d_b_ih),
+                                  _ptr(d_b_hh), r, hidden)
+        if need_w_ih:
+            d_w_ih.addmm_(step_dgi.t(), x[start:start + r])
+        if need_w_hh:
+            d_w_hh.addmm_(step_dgh.t(), h)
+        if need_x:
+            torch.mm(step_dgi, w_ih, out=d_x[start:start + r])
+        torch.addmm(step_direct, step_dgh, w_hh, out=spare[:r])
+        carry, spare = spare, carry
+    d_b_hh[:2 * hidden] = d_b_ih[:2 * hidden]
+    return (d_x, carry if need_h0 else None, d_w_ih if need_w_ih else None, d_w_hh if need_w_hh else None,
+            d_b_ih if need_b_ih else None, d_b_hh if need_b_hh else None, None)
