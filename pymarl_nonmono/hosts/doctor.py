@@ -162,6 +162,17 @@ def _secrets(url: str) -> list[str]:
     return sorted((s for s in out if s), key=len, reverse=True)
 
 
+def gru_kernel_check() -> Check:
+    """Whether our fused CPU GRU kernel was built (runs work without it, at GRUCell's speed)."""
+    from ..numerics.fused_gru import load_error
+
+    error = load_error()
+    if error is None:
+        return Check("gru kernel", OK, "fused CPU GRU kernel built (gru_kernel: auto uses it for CPU float32 training)")
+    return Check("gru kernel", MISSING, f"{error}; runs use torch's GRUCell (slower on the CPU)",
+                 "install a C compiler (e.g. gcc) and the Python headers, then reinstall pymarl-nonmono")
+
+
 def mongo_check(connect: Optional[Callable[[str], None]] = None) -> Check:
     url = os.environ.get(MONGO_URL_ENV, "").strip()
     if not url:

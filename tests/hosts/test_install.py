@@ -129,6 +129,20 @@ def test_mongo_errors_never_show_credentials(monkeypatch):
     assert doc.mongo_check(connect=lambda u: None).status == doc.OK
 
 
+def test_doctor_says_whether_the_fused_gru_kernel_was_built(monkeypatch):
+    from pymarl_nonmono.numerics import fused_gru
+
+    monkeypatch.setattr(fused_gru, "_loaded", True)
+    monkeypatch.setattr(fused_gru, "_library", None)
+    monkeypatch.setattr(fused_gru, "_load_error", "the compiled extension is not there (test)")
+    check = doc.gru_kernel_check()
+    assert check.status == doc.MISSING and "not there (test)" in check.line() and "C compiler" in check.fix
+    assert [c for c in doc.software_checks() if c.name == "gru kernel"][0].status == doc.MISSING
+    monkeypatch.setattr(fused_gru, "_library", object())
+    monkeypatch.setattr(fused_gru, "_load_error", None)
+    assert doc.gru_kernel_check().status == doc.OK
+
+
 def test_mongo_unreachable_with_real_client(monkeypatch, capsys, tmp_path):
     pytest.importorskip("pymongo")
     # Port 1 on loopback: nothing listens, so the 2 s server-selection timeout applies.

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ...envs.smaclite import INSTALL_HINT as SMACLITE_INSTALL_HINT
 from .. import doctor as _host_doctor
-from ..doctor import ESSENTIAL, MISSING, OK, Check, mongo_check
+from ..doctor import ESSENTIAL, MISSING, OK, Check, gru_kernel_check, mongo_check
 from ..spec import EPYMARL
 from .install import shipped_patches
 
@@ -28,7 +28,8 @@ def usable(checks: list[Check]) -> bool:
 
 
 def software_checks() -> list[Check]:
-    return _host_doctor.run_checks((plugin_check, gymnasium_check, lbforaging_check, smaclite_check, mongo_check))
+    return _host_doctor.run_checks((plugin_check, gru_kernel_check, gymnasium_check, lbforaging_check, smaclite_check,
+                                    mongo_check))
 
 
 def host_checks(path: Path) -> list[Check]:

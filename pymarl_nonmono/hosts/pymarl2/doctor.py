@@ -28,6 +28,7 @@ from ..doctor import (  # noqa: F401  (part of this module's API)
     _ping_mongo,
     _secrets,
     mask_url,
+    gru_kernel_check,
     mongo_check,
     usable,
 )
@@ -54,8 +55,9 @@ def doctor(path: str | os.PathLike) -> list[Check]:
 
 
 def software_checks() -> list[Check]:
-    """Everything but the checkout: our plugin, StarCraft, SMAClite, gfootball, MongoDB."""
-    return _host_doctor.run_checks((plugin_check, smac_check, sc2_check, smaclite_check, gfootball_check, mongo_check))
+    """Everything but the checkout: our plugin and GRU kernel, StarCraft, SMAClite, gfootball, MongoDB."""
+    return _host_doctor.run_checks((plugin_check, gru_kernel_check, smac_check, sc2_check, smaclite_check,
+                                    gfootball_check, mongo_check))
 
 
 def host_checks(path: Path) -> list[Check]:
