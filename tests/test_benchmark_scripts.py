@@ -109,6 +109,32 @@ def test_the_machine_line_names_cpu_torch_threads_and_gpu():
     assert "GPU" in line or "cuda" in line.lower()
 
 
+def test_the_profile_lists_each_learners_top_operators_per_update(caplog):
+    import logging
+
+    import torch
+
+    import learner_step
+
+    a, b = torch.randn(64, 64), torch.randn(64, 64)
+    calls = {"products": lambda r: (a @ b) @ b, "sums": lambda r: (a + b).sum()}
+    with caplog.at_level(logging.INFO, logger="learner_step"):
+        learner_step.profile_updates(calls, top=1, updates=2)
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[0].startswith("profile of products:") and "aten::mm" in lines[1] and "2 calls" in lines[1]
+    assert lines[2].startswith("profile of sums:") and len(lines) == 4
+
+
+def test_the_header_says_which_gru_our_agents_ran(monkeypatch):
+    import learner_step
+    from pymarl_nonmono.numerics import fused_gru
+
+    monkeypatch.setattr(fused_gru, "load_error", lambda: None)
+    assert learner_step.gru_kernel_in_use().startswith("fused CPU kernel")
+    monkeypatch.setattr(fused_gru, "load_error", lambda: "not built (test)")
+    assert learner_step.gru_kernel_in_use() == "torch GRUCell: not built (test)"
+
+
 @pytest.mark.integration
 def test_ragged_benchmark_batches_are_laid_out_as_the_runners_leave_them(pymarl2_pristine):
     """--episodes ragged must give the learner real padding (else it would time nothing new),
