@@ -135,6 +135,24 @@ def test_the_header_says_which_gru_our_agents_ran(monkeypatch):
     assert learner_step.gru_kernel_in_use() == "torch GRUCell: not built (test)"
 
 
+def test_the_gru_benchmark_times_both_kernels_on_the_same_work(caplog):
+    import logging
+
+    import gru_unroll
+    from pymarl_nonmono.numerics.fused_gru import load_error
+
+    if load_error() is not None:
+        pytest.skip(f"fused GRU extension not built ({load_error()})")
+    calls = gru_unroll.calls_for(rows=3, steps=4, hidden=5)
+    assert sorted(calls) == [("fwd+bwd", "GRUCell"), ("fwd+bwd", "fused"), ("no-grad", "GRUCell"), ("no-grad", "fused")]
+    with caplog.at_level(logging.INFO, logger="gru_unroll"):
+        assert gru_unroll.main(["--rows", "3", "--steps", "4", "--hidden", "5", "--repeats", "7"]) == 0
+    lines = [r.getMessage() for r in caplog.records if "rows x" in r.getMessage()]
+    assert len(lines) == 2 and "fwd+bwd" in lines[0] and "no-grad" in lines[1] and lines[0].endswith("x")
+    with pytest.raises(SystemExit):
+        gru_unroll.main(["--clock", "cpu", "--threads", "2"])
+
+
 @pytest.mark.integration
 def test_ragged_benchmark_batches_are_laid_out_as_the_runners_leave_them(pymarl2_pristine):
     """--episodes ragged must give the learner real padding (else it would time nothing new),
