@@ -162,7 +162,7 @@ def unroll_gru(
     h = parts._h0(h0, blocks[0], b, n)
     encoded = F.relu(parts._encode(blocks, b, t, n))
     steps = encoded.transpose(0, 1).reshape(t * b * n, -1)
-    stacked = _run_cell(parts.cell, steps, [b * n] * t, h, kernel).view(t, b * n, -1)
+    stacked = _run_cell(parts.cell, steps, [b * n] * t, h, kernel, prefixes=False).view(t, b * n, -1)
     h = stacked[-1]
     # The head runs time-major, on the stacked states as they are, and only its narrower
     # output is transposed back.
@@ -175,9 +175,15 @@ def unroll_gru(
     return q, last.view(b, n, -1)
 
 
-def _run_cell(cell: nn.GRUCell, x: torch.Tensor, rows: Sequence[int], h: torch.Tensor, kernel: str) -> torch.Tensor:
+def _run_cell(cell: nn.GRUCell, x: torch.Tensor, rows: Sequence[int], h: torch.Tensor, kernel: str,
+              prefixes: bool) -> torch.Tensor:
     """``cell`` over packed steps (``x`` ``[P, D]``, step ``s`` the ``rows[s]`` first rows of
-    the state; :func:`.fused_gru.gru_steps`): hidden states ``[P, H]``."""
+    the state; :func:`.fused_gru.gru_steps`): hidden states ``[P, H]``.
+
+    ``prefixes``: the ragged unroll's, whose ``GRUCell`` path takes ``h[:rows]`` at every step;
+    the dense one passes ``h`` itself. Slicing or not changes the autograd graph and with it the
+    order the weight gradients are summed in, so keeping each path's own graph keeps
+    ``gru_kernel: torch`` bit for bit what it was before the fused kernel existed."""
     if kernel != "torch" and supports(cell, x, h):
         return gru_steps(cell, x, rows, h)
     if kernel == "fused":
@@ -186,7 +192,7 @@ def _run_cell(cell: nn.GRUCell, x: torch.Tensor, rows: Sequence[int], h: torch.T
                             f"(got {x.dtype} on {x.device}, bias={cell.bias})"))
     hidden = []
     for step, r in zip(x.split(list(rows)), rows):
-        h = cell(step, h[:r])
+        h = cell(step, h[:r] if prefixes else h)
         hidden.append(h)
     return torch.cat(hidden, dim=0)
 
@@ -253,7 +259,7 @@ def _unroll_ragged(parts: GRUAgentParts, blocks: list[torch.Tensor], dims: tuple
     encoded = F.relu(parts._encode_rows(blocks, episode, step, agent))
 
     h = parts._h0(None if h0 is None else h0.index_select(0, order), blocks[0], b, n)
-    packed = _run_cell(parts.cell, encoded, rows_per_step, h, kernel)
+    packed = _run_cell(parts.cell, encoded, rows_per_step, h, kernel, prefixes=True)
     q_packed = parts._head(packed)
     q = q_packed.new_zeros(b * t * n, q_packed.shape[-1]).index_copy(0, (episode * t + step) * n + agent, q_packed)
     # Each row's state after its episode's last real step: sorted row j*N + a of that step.
