@@ -20,7 +20,6 @@ for a cell without biases, :func:`supports` is false and callers use ``GRUCell``
 from __future__ import annotations
 
 import ctypes
-import logging
 from typing import Optional, Sequence
 
 import torch
@@ -29,8 +28,6 @@ from torch import nn
 from ..errors import check_choice
 
 __all__ = ["KERNELS", "check_kernel", "gru_steps", "load_error", "supports"]
-
-log = logging.getLogger(__name__)
 
 #: Values of the ``gru_kernel`` setting: ``auto`` uses the fused kernel where it applies and
 #: ``GRUCell`` elsewhere; ``fused`` requires it (an error where it cannot run); ``torch`` never

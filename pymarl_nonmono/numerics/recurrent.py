@@ -272,7 +272,6 @@ def _unroll_ragged(parts: GRUAgentParts, blocks: list[torch.Tensor], dims: tuple
 def unroll_gru_reference(
     parts: GRUAgentParts, inputs: Inputs, h0: Optional[torch.Tensor] = None,
     lengths: Optional[torch.Tensor] = None,
-    kernel: str = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`unroll_gru` one step at a time on the concatenated input, as the agent's
     own forward does it; with ``lengths``, every step is computed and the padded ones
