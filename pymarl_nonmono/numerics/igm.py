@@ -114,7 +114,7 @@ class IGMRates:
     worst_greedy: float
 
 
-def _sample_states(agent_q, states, avail, mask, max_points, generator):
+def sample_states(agent_q, states, avail, mask, max_points, generator):
     """Up to ``max_points`` valid states, flattened: ``q [M, N, A]``, ``s [M, S]``, ``av [M, N, A]``."""
     b, t, n, a = agent_q.shape
     check_shape("states", states.reshape(b, t, -1), (b, t, None))
@@ -251,7 +251,7 @@ def igm_violation_rates(
     ``generator``), so the cost is bounded on large batches. ``exact`` is ``None`` when
     ``A^N > max_joint_actions``.
     """
-    q, s, av = _sample_states(agent_q, states, avail, mask, max_points, generator)
+    q, s, av = sample_states(agent_q, states, avail, mask, max_points, generator)
     _, n, a = q.shape
     exact = (_fraction(joint_violations(mixer, q, s, av, tol, max_joint_actions))
              if exact_check_affordable(n, a, max_joint_actions) else None)
@@ -301,7 +301,7 @@ def igm_violation_rate(
     """Fraction of (sampled) valid states where IGM fails, exactly: the greedy joint action
     is compared with every joint action. Shapes as :func:`igm_violation_rates`; raises
     ``ValueError`` when ``A^N > max_joint_actions`` rather than silently checking less."""
-    q, s, av = _sample_states(agent_q, states, avail, mask, max_points, generator)
+    q, s, av = sample_states(agent_q, states, avail, mask, max_points, generator)
     return _fraction(joint_violations(mixer, q, s, av, tol, max_joint_actions))
 
 
@@ -318,5 +318,5 @@ def igm_unilateral_violation_rate(
     """Fraction of (sampled) valid states where a single agent's deviation from the greedy
     joint action raises Q_tot: a lower bound of :func:`igm_violation_rate`, affordable at
     any ``A^N``. Shapes as :func:`igm_violation_rates`."""
-    q, s, av = _sample_states(agent_q, states, avail, mask, max_points, generator)
+    q, s, av = sample_states(agent_q, states, avail, mask, max_points, generator)
     return _fraction(unilateral_violations(mixer, q, s, av, tol))

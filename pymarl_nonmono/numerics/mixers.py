@@ -82,6 +82,13 @@ class Mixer(nn.Module):
         """``agent_qs [M, N]``, ``states [M, S]`` -> ``Q_tot [M]``."""
         raise NotImplementedError
 
+    def agent_mirror_rows(self, agent: int) -> list[tuple[nn.Parameter, slice]]:
+        """The parameters, and their rows along the first dimension, that change sign together with
+        ``agent``'s utilities to leave Q_tot unchanged everywhere (the sign gauge,
+        :mod:`.gauge`). A mixer without that symmetry raises."""
+        raise ValueError(f"{type(self).__name__}: Q_tot changes when an agent's utilities change sign, "
+                         f"whatever its parameters do; the sign gauge needs mixer='nonmono_qmix'")
+
     def q_tot_of_candidates(self, agent_qs: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
         """Q_tot of K candidate joint actions at each of M states: ``agent_qs [M, K, N]``
         (the agents' values of each candidate), ``states [M, *state_shape]`` -> ``[M, K]``.
@@ -178,6 +185,18 @@ class HyperMixer(Mixer):
     def transform(self, w: torch.Tensor) -> torch.Tensor:
         return self._transform(w, self.transform_beta)
 
+    def agent_mirror_rows(self, agent: int) -> list[tuple[nn.Parameter, slice]]:
+        # W1(s) is the last layer's output viewed as [N, E]: agent i's row is outputs i*E..(i+1)*E.
+        # Only an untransformed W1 changes sign with them (|-w| = |w|: abs has no mirror).
+        if self.weight_transform != "none":
+            raise ValueError(f"HyperMixer with weight_transform={self.weight_transform!r}: negating an agent's "
+                             f"utilities and its rows of W1 changes Q_tot, so the sign gauge does not apply "
+                             f"(it needs mixer='nonmono_qmix')")
+        check_range("agent", agent, 0, self.n_agents - 1)
+        last = _last_linear(self.hyper_w1)
+        rows = slice(agent * self.embed_dim, (agent + 1) * self.embed_dim)
+        return [(last.weight, rows), (last.bias, rows)]
+
     def mix(self, agent_qs: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
         return self.mix_candidates(agent_qs.unsqueeze(1), states).view(-1)
 
@@ -236,6 +255,9 @@ def _vdn_entry(*, n_agents: int, state_dim: int, embed_dim: int, hypernet_embed:
 
 
 MIXERS.register("nonmono_qmix", _hyper_entry("none"))
+#: Mixers whose Q_tot is unchanged when an agent's utilities change sign with some of their
+#: parameters (:meth:`Mixer.agent_mirror_rows`): the ones the sign gauge applies to.
+SIGN_SYMMETRIC_MIXERS = ("nonmono_qmix",)
 MIXERS.register("qmix", _hyper_entry(None))
 MIXERS.register("softplus_qmix", _hyper_entry("softplus"))
 MIXERS.register("vdn", _vdn_entry)

@@ -80,3 +80,26 @@ def test_stock_learner_diagnostics_on_a_gpu(monkeypatch):
         batch.data = {k: to_fake_cuda(v) for k, v in batch.data.items()}
         learner.train(batch, 0, 0)
         assert {"payoff_max_abs_error", "igm_violation_rate"} <= set(logger.stats)
+
+
+def test_the_sign_gauge_on_a_gpu(monkeypatch):
+    """Signs, checks and flips (mixer rows, Adam's moments) with every parameter on the GPU."""
+    with fake_cuda(monkeypatch):
+        torch.manual_seed(0)
+        args = matrix_args("nonmono_qmix_sarsa", sign_gauge="greedy_flip", sign_gauge_interval=1,
+                           sign_gauge_margin=0.0, sign_gauge_patience=1)
+        sch = scheme(n_actions=3)
+        mac = NonMonoMAC(sch, {"agents": 2}, args, agent_builder=TinyAgent)
+        logger = RecordingLogger()
+        learner = NonMonoLearner(mac, sch, logger, args)
+        learner.cuda()
+        assert mac.agent_sign.device.type == "cuda" and learner.target_mac.agent_sign.device.type == "cuda"
+        batch = cuda_batch(N=2, A=3)
+        for t in range(3):
+            learner.train(batch, t_env=t, episode_num=t)
+        learner.flip_agent(1)
+        learner.train(batch, t_env=3, episode_num=3)
+        assert {"sign_flips", "negative_sign_share"} <= set(logger.stats)
+        mac.init_hidden(batch.batch_size)
+        assert mac.select_actions(batch, t_ep=0, t_env=0, test_mode=True).device.type == "cuda"
+        assert mac.agent_sign.device.type == "cuda" and mac.agent_sign.tolist()[1] in (-1.0, 1.0)

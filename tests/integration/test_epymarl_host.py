@@ -33,7 +33,8 @@ ENVS = {
                                  "log_interval=150", "runner_log_interval=150", "learner_log_interval=150"]),
 }
 # (--config, extra `with` words): the paper's three, one without parameter sharing (expected SARSA:
-# the probs field of patch 0004), RND on the parallel runner (our env adapter in its workers), stock qmix.
+# the probs field of patch 0004) and with the sign gauge checking every update (per-agent networks'
+# signs), RND on the parallel runner (our env adapter in its workers), stock qmix.
 # Ours copy the target networks every target_update_interval episodes (hard), EPyMARL's q_learner
 # by its own target_update_interval_or_tau (training steps, or Polyak tau if <= 1).
 RUNS = [
@@ -41,7 +42,8 @@ RUNS = [
     ("nonmono_qmix_sarsa", ["target_update_interval=5"]),
     ("nonmono_qmix_rnd", ["target_update_interval=5", "runner=parallel", "batch_size_run=2", "test_joint_greedy=True",
                           "igm_penalty=0.5"]),
-    ("nonmono_qmix_sarsa_ns", ["target_update_interval=5", "td_bootstrap=expected_sarsa"]),
+    ("nonmono_qmix_sarsa_ns", ["target_update_interval=5", "td_bootstrap=expected_sarsa", "sign_gauge=greedy_flip",
+                               "sign_gauge_interval=1", "sign_gauge_patience=1", "sign_gauge_margin=0.0"]),
     ("qmix", ["target_update_interval_or_tau=5"]),
 ]
 OUR_STATS = {"loss_td", "td_error_abs", "q_taken_mean", "target_mean", "grad_norm", "td_error_abs_mean",
@@ -103,6 +105,8 @@ def test_ours_and_stock_qmix_train_to_completed_with_our_statistics(host, runs, 
         expected = OUR_STATS | (RND_STATS if "rnd" in alg else set()) | ({"q_tot_0_0"} if env == "matrix_game" else set())
         if alg == "nonmono_qmix_rnd":
             expected |= {"test_joint_greedy_return_mean", "igm_hinge"}
+        if alg == "nonmono_qmix_sarsa_ns":
+            expected |= {"sign_flips", "negative_sign_share"}
         assert expected <= metrics, (alg, sorted(expected - metrics))
         config = json.loads((run_dir / "config.json").read_text())
         assert config["learner"] == "nonmono_learner" and config["mac"] == "nonmono_mac"

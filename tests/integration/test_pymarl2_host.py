@@ -249,6 +249,27 @@ def test_sign_symmetry_options_diagnostics_and_joint_greedy_tests_on_a_real_run(
     assert (config["mixer_init"], config["igm_penalty"]) == ("positive_bias", 0.5)
 
 
+def test_the_sign_gauge_on_a_real_run_logs_its_flips_and_checkpoints_the_signs(host):
+    root, _ = host
+    # An additive game: each agent's best action is fixed, so a mirrored agent is plainly wrong. The
+    # gauge checks every update on the least evidence, so that flips happen within a short run.
+    proc = run_main(root, "--config=nonmono_qmix_sarsa", "--env-config=matrix_game", "with", *SHORT,
+                    "env_args.preset=None", "env_args.payoff=[[2,0,5],[6,4,9],[3,1,6]]", "sign_gauge=greedy_flip",
+                    "sign_gauge_interval=1", "sign_gauge_patience=1", "sign_gauge_margin=0.0", "save_model=True",
+                    "save_model_interval=40", "name=gauge")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    info = json.loads((latest_run(root, "matrix_game", "gauge") / "info.json").read_text())
+    flips, share = info["sign_flips"], info["negative_sign_share"]
+    # With no margin, one check of evidence and a fresh mixer (about half its agents mirrored), flips come.
+    assert flips == sorted(flips) and flips[-1] >= 1 and all(0.0 <= x <= 1.0 for x in share), (flips, share)
+    # Every flip is announced on the console, once.
+    assert out.count("sign gauge: agent") == flips[-1], out[-3000:]
+    saved = sorted((root / "results" / "models").glob("gauge__*"))[-1]
+    step = max((p for p in saved.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+    assert {"agent.th", "agent_sign.th", "nonmono_learner.th"} <= {p.name for p in step.iterdir()}
+
+
 BROKEN_ENV = """
 
 

@@ -15,11 +15,13 @@ or ``agents.py``).
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from typing import Callable, Mapping, Optional
 
 import torch
 
+from ...errors import check_shape
 from ...numerics.igm import joint_greedy_actions
 from ...numerics.recurrent import GRUAgentParts, unroll_gru, zero_padding
 from ...numerics.selection import make_selector
@@ -34,6 +36,8 @@ AgentBuilder = Callable[[int, object], torch.nn.Module]
 #: The GRU modules of a built agent, or None when this instance has none to replay
 #: (e.g. EPyMARL's ``rnn`` agent with ``use_rnn: False``): it is then unrolled step by step.
 PartsOf = Callable[[torch.nn.Module], Optional[GRUAgentParts]]
+#: The agents' signs in a checkpoint folder (the sign gauge), beside the host's ``agent.th``.
+AGENT_SIGN_FILE = "agent_sign.th"
 
 
 @dataclass(frozen=True)
@@ -89,10 +93,31 @@ class NonMonoMAC:
         # Joint-greedy tests: the learner's mixer, and whether test episodes act on it now.
         self.mixer = None
         self.joint_greedy = False
+        # The sign gauge (numerics/gauge.py): agent i's utilities are agent_sign[i] * its network's
+        # output wherever they are used. None: no signs, the network's outputs as they are.
+        self.agent_sign: Optional[torch.Tensor] = None
 
     def attach_mixer(self, mixer) -> None:
         """The mixer whose joint argmax joint-greedy test episodes act on (the learner's)."""
         self.mixer = mixer
+
+    # -- the sign gauge -------------------------------------------------------------
+    def keep_agent_signs(self) -> None:
+        """From now on each agent's utilities carry a sign, +1 until :meth:`flip_agent_sign`."""
+        if self.agent_sign is None:
+            device = next(iter(self.agent.parameters()), torch.empty(0)).device
+            self.agent_sign = torch.ones(self.n_agents, device=device)
+
+    def flip_agent_sign(self, agent: int) -> None:
+        if self.agent_sign is None:
+            raise RuntimeError("nonmono_mac: no agent signs to flip (keep_agent_signs was not called)")
+        self.agent_sign[agent] = -self.agent_sign[agent]
+
+    def _signed(self, q: torch.Tensor) -> torch.Tensor:
+        """``q [..., N, A]`` times each agent's sign; unchanged without signs."""
+        if self.agent_sign is None:
+            return q
+        return q * self.agent_sign.to(device=q.device, dtype=q.dtype).unsqueeze(-1)
 
     # -- acting -------------------------------------------------------------------
     def select_actions(self, ep_batch, t_ep, t_env, bs=slice(None), test_mode=False):
@@ -120,11 +145,15 @@ class NonMonoMAC:
         if test_mode:
             self.agent.eval()
         qvals, self.hidden_states = self.agent(self._inputs(ep_batch, t), self.hidden_states)
-        return qvals.view(ep_batch.batch_size, self.n_agents, -1)
+        return self._signed(qvals.view(ep_batch.batch_size, self.n_agents, -1))
 
     # -- learning -----------------------------------------------------------------
     def unroll(self, ep_batch) -> torch.Tensor:
         """Q-values for every step of the batch: ``[B, T+1, N, A]``."""
+        return self._signed(self._unroll_network(ep_batch))
+
+    def _unroll_network(self, ep_batch) -> torch.Tensor:
+        """The agent network's outputs for every step of the batch, before any sign."""
         self.init_hidden(ep_batch.batch_size)
         if self._unroll_parts is None:
             return self._unroll_stepwise(ep_batch)
@@ -135,7 +164,7 @@ class NonMonoMAC:
         if not self._unroll_verified:
             self._verify_unroll(ep_batch, q, lengths)
             if self._unroll_parts is None:
-                return self.unroll(ep_batch)
+                return self._unroll_network(ep_batch)
         self.hidden_states = last_hidden
         return q
 
@@ -207,16 +236,35 @@ class NonMonoMAC:
 
     def load_state(self, other_mac):
         self.agent.load_state_dict(other_mac.agent.state_dict())
+        if other_mac.agent_sign is not None:
+            self.keep_agent_signs()
+            self.agent_sign.copy_(other_mac.agent_sign)
 
     def cuda(self):
         self.agent.cuda()
+        if self.agent_sign is not None:
+            self.agent_sign = self.agent_sign.cuda()
 
     def checkpoint_files(self, path) -> dict:
         """``{file: state}`` of this controller in the checkpoint folder ``path``."""
-        return {f"{path}/agent.th": self.agent.state_dict()}
+        files = {f"{path}/agent.th": self.agent.state_dict()}
+        if self.agent_sign is not None:
+            files[f"{path}/{AGENT_SIGN_FILE}"] = self.agent_sign.detach().cpu()
+        return files
 
     def save_models(self, path):
         save_atomically(self.checkpoint_files(path))
 
     def load_models(self, path):
         self.agent.load_state_dict(torch.load(f"{path}/agent.th", map_location="cpu"))
+        # The signs are part of the agents' function: a checkpoint that has them is acted on with
+        # them, whatever this run's sign_gauge (without, the agents would play the mirror image).
+        # One without them comes from a run that had none: every sign +1.
+        sign_file = os.path.join(path, AGENT_SIGN_FILE)
+        if os.path.exists(sign_file):
+            sign = torch.load(sign_file, map_location="cpu")
+            check_shape(sign_file, sign, (self.n_agents,))
+            self.keep_agent_signs()
+            self.agent_sign.copy_(sign)
+        elif self.agent_sign is not None:
+            self.agent_sign.fill_(1.0)

@@ -17,6 +17,8 @@ import os
 
 import torch
 
+from ...numerics.gauge import make_sign_gauge, mirror_agent_
+from ...numerics.igm import sample_states
 from ...numerics.mixers import init_mixer_, make_mixer
 from ...numerics.penalties import igm_hinge, monotonicity_hinge
 from ...numerics.rnd import RND, combine_rewards
@@ -34,6 +36,10 @@ from .diagnostics import IGMDiagnostics
 from .settings import LearnerSettings, RNDSettings, read_settings
 
 log = logging.getLogger(__name__)
+
+
+#: States of an update the sign gauge judges on (a uniform sample), as the IGM diagnostics.
+GAUGE_STATES = 256
 
 
 def _gather(q: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
@@ -61,6 +67,14 @@ class NonMonoLearner:
         )
         init_mixer_(self.mixer, self.cfg.mixer_init, self.cfg.mixer_init_bias)
         self.target_mixer = copy.deepcopy(self.mixer)
+        self.gauge = make_sign_gauge(
+            self.cfg.sign_gauge, n_agents=int(args.n_agents), interval=self.cfg.sign_gauge_interval,
+            margin=self.cfg.sign_gauge_margin, patience=self.cfg.sign_gauge_patience,
+        )
+        if self.gauge is not None:
+            mac.keep_agent_signs()  # before the target controller is copied from it
+            # Its own stream, as the diagnostics': switching the gauge on does not shift the run's.
+            self.gauge_generator = torch.Generator().manual_seed(int(args.seed) + 2)
         # Joint-greedy tests (test_joint_greedy) act on the joint argmax of this mixer.
         mac.attach_mixer(self.mixer)
         self.target_mac = copy.deepcopy(mac)
@@ -130,13 +144,18 @@ class NonMonoLearner:
         loss, penalty_stats = self._with_penalties(loss_td, q, chosen, q_tot, ep)
 
         log_now = t_env - self.log_stats_t >= self.cfg.learner_log_interval
-        # Before the step: the diagnostics see the parameters that produced this loss.
+        # Before the step: the diagnostics and the gauge see the parameters that produced this loss.
         diagnostics = self.diagnostics(self.mixer, q.detach(), ep) if log_now else {}
+        flips = self._gauge_flips(q.detach(), ep, td_error.detach(), mask_sum, t_env) if self.gauge else []
 
         self.optimiser.zero_grad()
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_norm_clip)
         self.optimiser.step()
+        # A flip is a symmetry of the loss and of the optimiser's state: applied after the step,
+        # it is the flip decided before it, and the step needed the graph of unflipped parameters.
+        for agent in flips:
+            self.flip_agent(agent)
 
         # Counted from the counter's steps, not its value: PyMARL2 restarts it at 0 on resume.
         self.episodes_since_target_update += self._episodes_elapsed(episode_num)
@@ -161,6 +180,7 @@ class NonMonoLearner:
                 "joint_q_taken_mean": (q_tot * mask).sum().item() / n,
                 "joint_target_mean": (targets * mask).sum().item() / n,
                 "target_update_count": float(self.target_update_count),
+                **self._gauge_stats(),
                 **rnd_stats,
                 **penalty_stats,
                 **diagnostics,
@@ -173,6 +193,37 @@ class NonMonoLearner:
             self.log_stats_t = t_env
 
         return td_error, mask, ep
+
+    # -- the sign gauge (numerics/gauge.py) ---------------------------------------------
+    def _gauge_flips(self, q, ep, td_error, mask_sum, t_env: int) -> list[int]:
+        """Agents the gauge flips at this update, judged on up to 256 of its states."""
+        if not self.gauge.due():
+            return []
+        agent_q, states, avail = sample_states(q[:, :-1], ep.state[:, :-1], ep.avail_actions[:, :-1], ep.mask,
+                                               GAUGE_STATES, self.gauge_generator)
+        td_scale = (td_error.pow(2).sum() / mask_sum).sqrt().item()
+        flips, evidence = self.gauge.decide(self.mixer, agent_q, states, avail, td_scale)
+        for agent in flips:
+            ev = evidence[agent]
+            log.info("sign gauge: agent %d changes sides at t_env=%d (flip %d): playing its argmin raises Q_tot "
+                     "by %.4g on average (threshold %.4g) and on %.0f%% of %d sampled states",
+                     agent, t_env, self.gauge.flips[agent], ev.gain, ev.threshold, 100 * ev.share, ev.states)
+        return flips
+
+    def flip_agent(self, agent: int) -> None:
+        """Change the side ``agent`` acts on, leaving every Q_tot, the loss and the optimiser's
+        course unchanged: its sign in both controllers, its rows of both mixers, the optimiser's
+        first moments of those rows."""
+        self.mac.flip_agent_sign(agent)
+        self.target_mac.flip_agent_sign(agent)
+        mirror_agent_(self.mixer, agent, self.optimiser)
+        mirror_agent_(self.target_mixer, agent)
+
+    def _gauge_stats(self) -> dict:
+        if self.gauge is None:
+            return {}
+        return {"sign_flips": float(self.gauge.total_flips),
+                "negative_sign_share": float((self.mac.agent_sign < 0).float().mean())}
 
     def _with_penalties(self, loss_td, q, chosen, q_tot, ep):
         """The loss with the symmetry-breaking penalties that are on, and their values."""
@@ -274,10 +325,14 @@ class NonMonoLearner:
         }
         if self.rnd is not None:
             state["rnd"] = self.rnd.full_state_dict()
+        if self.gauge is not None:
+            state["sign_gauge"] = self.gauge.state_dict()
         save_atomically({**self.mac.checkpoint_files(path), os.path.join(path, "nonmono_learner.th"): state})
 
     def load_models(self, path):
         self.mac.load_models(path)
+        # Flips apply to both controllers at once and target copies copy the signs: they are equal.
+        self.target_mac.load_state(self.mac)
         state = torch.load(os.path.join(path, "nonmono_learner.th"), map_location="cpu")
         self.mixer.load_state_dict(state["mixer"])
         self.target_mixer.load_state_dict(state["target_mixer"])
@@ -294,3 +349,5 @@ class NonMonoLearner:
             if "rnd" not in state:
                 raise ValueError(f"{path} has no RND state but use_rnd=True; it was saved by a run without RND")
             self.rnd.load_full_state_dict(state["rnd"])
+        if self.gauge is not None and "sign_gauge" in state:
+            self.gauge.load_state_dict(state["sign_gauge"])

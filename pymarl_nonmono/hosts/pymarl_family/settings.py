@@ -13,7 +13,8 @@ from typing import Any, Mapping
 
 from ...errors import ConfigError, check_bool, check_choice, check_int, check_range
 from ...numerics.fused_gru import KERNELS as GRU_KERNELS
-from ...numerics.mixers import MIXER_INITS, MIXERS, check_mixer_options
+from ...numerics.gauge import SIGN_GAUGES
+from ...numerics.mixers import MIXER_INITS, MIXERS, SIGN_SYMMETRIC_MIXERS, check_mixer_options
 from ...numerics.schedules import SCHEDULES
 from ...numerics.selection import SELECTORS
 from ...numerics.targets import BOOTSTRAPS
@@ -142,6 +143,11 @@ class LearnerSettings:
     mixer_init_bias: float
     monotonicity_penalty: float
     igm_penalty: float
+    # Choosing which mirror image the agents act on (numerics/gauge.py).
+    sign_gauge: str
+    sign_gauge_interval: int
+    sign_gauge_margin: float
+    sign_gauge_patience: int
 
     def validate(self) -> None:
         check_choice("mixer", self.mixer, MIXERS.names())
@@ -152,6 +158,15 @@ class LearnerSettings:
                               f"mixer='vdn' has none (leave mixer_init at 'default')")
         check_range("monotonicity_penalty", self.monotonicity_penalty, low=0.0)
         check_range("igm_penalty", self.igm_penalty, low=0.0)
+        check_choice("sign_gauge", self.sign_gauge, SIGN_GAUGES.names())
+        if self.sign_gauge != "off" and self.mixer not in SIGN_SYMMETRIC_MIXERS:
+            raise ConfigError(
+                f"sign_gauge={self.sign_gauge!r} needs a mixer with the sign symmetry {list(SIGN_SYMMETRIC_MIXERS)}; "
+                f"with mixer={self.mixer!r} negating an agent's utilities and its mixing weights changes Q_tot, "
+                f"so a flip would change what was learned (leave sign_gauge at 'off')")
+        check_int("sign_gauge_interval", self.sign_gauge_interval, 1)
+        check_range("sign_gauge_margin", self.sign_gauge_margin, low=0.0)
+        check_int("sign_gauge_patience", self.sign_gauge_patience, 1)
         check_int("mixing_embed_dim", self.mixing_embed_dim, 1)
         check_int("hypernet_embed", self.hypernet_embed, 1)
         if isinstance(self.hypernet_layers, bool) or self.hypernet_layers not in (1, 2):
