@@ -106,6 +106,10 @@ class RunRecord:
     note: str = ""                 # why it is not included, once decided
     suite: str = ""                # PyMARL2's env config (``env``: sc2, matrix_game, ...)
     settings: dict = field(default_factory=dict)  # its config without what differs between seeds
+    resume_step: int = 0           # > 0: it continued an interrupted attempt from its checkpoint at this step
+    continued_from: Optional["RunRecord"] = None  # that attempt, once found (join_resumed)
+    continued_by: Optional["RunRecord"] = None
+    joined: set[str] = field(default_factory=set)  # series already joined with the earlier attempt's
 
     def label(self) -> str:
         return f"{self.alg} seed {self.seed}" if self.seed is not None else f"{self.alg} ({self.ref})"
@@ -140,7 +144,14 @@ def _labels(config: Mapping) -> tuple[str, str, Optional[int], str]:
 # Config keys in which the seeds of one setting may differ: the seed itself, the sweep's own tags,
 # where the run was recorded, and on which device it ran.
 SEED_KEYS = {"seed", "env_args.seed", "sweep_id", "sweep_alg", "sweep_env", "mongo_url", "mongo_db", "use_cuda",
-             "device", "buffer_cpu_only", "unique_token"}
+             "device", "buffer_cpu_only", "unique_token", "sweep_resume_step", "checkpoint_path", "load_step"}
+
+
+def _resume_step(config: Mapping) -> int:
+    try:
+        return max(0, int(config.get("sweep_resume_step") or 0))
+    except (TypeError, ValueError):
+        return 0
 
 
 def _flat(config: Mapping, prefix: str = "") -> dict:
@@ -238,6 +249,7 @@ def load_file_storage(roots: Iterable[str | Path], sweep: Optional[str] = None) 
                                sweep_id, _last_line(run.get("fail_trace")), _parse_time(run.get("heartbeat")))
             record.suite = str(config.get("env") or "")
             record.settings = _settings(config)
+            record.resume_step = _resume_step(config)
             metrics = _read_json(folder / "metrics.json")
             for name, entry in metrics.items():
                 if isinstance(entry, Mapping) and entry.get("steps"):
@@ -299,6 +311,7 @@ class MongoSource:
                                _parse_time(doc.get("heartbeat")))
             record.suite = str((doc.get("config") or {}).get("env") or "")
             record.settings = _settings(doc.get("config") or {})
+            record.resume_step = _resume_step(doc.get("config") or {})
             self._ids[doc["_id"]] = record
             records.append(record)
         if self._ids:
@@ -398,15 +411,56 @@ class EnvReport:
     horizon: tuple[float, float]   # [start, end] of the common steps
     excluded: list[RunRecord]
     png: Optional[str] = None
+    resumed: list[str] = field(default_factory=list)  # included runs made of several attempts, as text
     comparison: Optional[Comparison] = None
 
 
+def join_resumed(records: Sequence[RunRecord]) -> None:
+    """Make each resumed attempt the continuation of the one it resumed, in place.
+
+    ``bench`` resumes an interrupted run from its checkpoint at step K as a new Sacred run tagged
+    ``sweep_resume_step=K``. The attempt it continues is the newest earlier run of the same sweep,
+    environment, algorithm and seed; its values up to step K (the state the checkpoint holds) are
+    put in front of the resumed attempt's, which redoes everything after K. Chains of resumes join
+    oldest first. Series loaded later (MongoDB loads a metric on demand) join when this is called
+    again."""
+    by_run: dict[tuple, list[RunRecord]] = {}
+    for r in records:
+        if r.seed is not None:
+            by_run.setdefault((r.sweep_id, r.env, r.alg, r.seed), []).append(r)
+    for attempts in by_run.values():
+        attempts.sort(key=lambda r: r.started)
+        for i, r in enumerate(attempts):
+            if r.resume_step <= 0 or i == 0:
+                continue
+            earlier = attempts[i - 1]
+            r.continued_from, earlier.continued_by = earlier, r
+            for name, (steps, values) in list(r.series.items()):
+                if name in r.joined or name not in earlier.series:
+                    continue
+                old_steps, old_values = earlier.series[name]
+                keep = old_steps <= r.resume_step
+                r.series[name] = (np.concatenate([old_steps[keep], steps]), np.concatenate([old_values[keep], values]))
+                r.joined.add(name)
+            r.metric_names |= earlier.metric_names
+
+
 def classify(records: Sequence[RunRecord], metric: str, now: Optional[_dt.datetime] = None) -> tuple[list, list]:
-    """(included, excluded): finished runs with the metric, and the others with ``note`` set."""
+    """(included, excluded): finished runs with the metric, and the others with ``note`` set.
+
+    A resumed run is one run: its earlier attempts are joined into it (:func:`join_resumed`) and
+    listed as continued, not as unfinished."""
     now = now or _dt.datetime.utcnow()
+    join_resumed(records)
     included, excluded = [], []
     for r in records:
         r.note = ""  # decided afresh for this metric: a record may be classified once per metric
+        if r.continued_by is not None:
+            later = r.continued_by
+            r.note = (f"continued: its steps up to {later.resume_step:,} are the start of the resumed run "
+                      f"({later.ref}, {later.status})")
+            excluded.append(r)
+            continue
         if r.status == "COMPLETED":
             pair = r.series.get(metric)
             if pair is None or not len(pair[0]):
@@ -440,7 +494,7 @@ def classify(records: Sequence[RunRecord], metric: str, now: Optional[_dt.dateti
     for r in excluded:
         finished = newest.get((r.env, r.alg, r.seed)) if r.seed is not None else None
         if (finished is not None and finished is not r and r.started is not None and finished.started is not None
-                and r.started < finished.started and not r.note.startswith("superseded")):
+                and r.started < finished.started and not r.note.startswith(("superseded", "continued"))):
             r.note = f"superseded by a newer finished run of the same seed ({finished.ref}); was {r.note}"
     kept = [r for r in included if not r.note]
     check_same_settings(kept)
@@ -498,7 +552,17 @@ def env_report(env: str, metric: str, included: Sequence[RunRecord], excluded: S
         finals = vals[:, -1]
         aucs = (np.sum((vals[:, 1:] + vals[:, :-1]) * np.diff(at), axis=1) / 2.0 / width) if width > 0 else finals.copy()
         rows.append(Row(alg, [r.seed for r in runs], finals, aucs, gone))
-    return EnvReport(env, metric, curves, rows, (start, common_end), list(excluded))
+    return EnvReport(env, metric, curves, rows, (start, common_end), list(excluded), resumed=_resumed_text(included))
+
+
+def _resumed_text(included: Sequence[RunRecord]) -> list[str]:
+    out = []
+    for r in sorted(included, key=lambda r: (r.alg, r.seed or 0)):
+        if r.resume_step > 0:
+            before = (f"continuing {r.continued_from.ref}" if r.continued_from is not None else
+                      "its earlier attempt was not found: the curve starts there")
+            out.append(f"{r.label()}: resumed from its checkpoint at step {r.resume_step:,} ({r.ref}; {before})")
+    return out
 
 
 def _compare(scores: dict, reps: int, seed: int, aggregated: Optional[dict] = None) -> Comparison:
@@ -639,6 +703,9 @@ class Report:
                         "", self.improvement_table(env.comparison)]
             if env.comparison is not None and env.comparison.png:
                 out += [f"![performance profile on {env.env}]({Path(env.comparison.png).name})", ""]
+            if env.resumed:
+                out += ["Resumed after an interruption (each one run, its attempts joined at the checkpoint's step):", ""]
+                out += [f"- {line}" for line in env.resumed] + [""]
             if env.excluded:
                 out += ["Not included:", ""]
                 out += [f"- {r.label()}: {r.note} ({r.ref})" for r in sorted(env.excluded, key=lambda r: (r.alg, r.seed or 0))]

@@ -260,16 +260,105 @@ def _signal_group(proc: subprocess.Popen, sig: int) -> None:
         os.killpg(proc.pid, sig)
 
 
+# --------------------------------------------------------------------------- resuming
+
+#: Statuses of an attempt that ended without finishing, through no fault of its own: continued
+#: from its last checkpoint when there is one. A FAILED attempt starts over (its checkpoints
+#: may hold what made it fail).
+RESUMABLE = (INTERRUPTED, RUNNING, SUBMITTED)
+#: The host's run.py, when it saves a checkpoint (save_model=True), relative to the checkout.
+_SAVING_RE = re.compile(r"Saving models to (\S+)\s*$", re.M)
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    folder: Path  # the run's models folder (``checkpoint_path``): one sub-folder per saved step
+    step: int     # the newest step whose save is complete (``load_step``)
+
+
+def _complete(step_dir: Path, like: Path) -> bool:
+    """A save is complete when it holds every file the run's first save holds (a stop during a
+    stock learner's save can leave a folder part-written; ours are written all or nothing)."""
+    try:
+        names = {p.name for p in step_dir.iterdir() if not p.name.startswith(".")}
+        first = {p.name for p in like.iterdir() if not p.name.startswith(".")}
+    except OSError:
+        return False
+    return bool(first) and first <= names
+
+
+def last_checkpoint(log_text: str, host: Path) -> Optional[Checkpoint]:
+    """The newest complete checkpoint an attempt announced in its output, if any is left on disk."""
+    found = _SAVING_RE.findall(log_text)
+    if not found:
+        return None
+    folder = Path(found[-1].strip())
+    folder = (folder if folder.is_absolute() else Path(host) / folder).parent
+    try:
+        steps = sorted((int(p.name), p) for p in folder.iterdir() if p.is_dir() and p.name.isdigit())
+    except OSError:
+        return None
+    if not steps:
+        return None
+    for step, path in reversed(steps):
+        if _complete(path, steps[0][1]):
+            return Checkpoint(folder, step)
+    return None
+
+
+def resume_point(previous: Optional[Mapping], log_path: Path, host: Path) -> Optional[Checkpoint]:
+    """Where a new attempt of a run continues: the last complete checkpoint of the previous
+    attempt, when that attempt was interrupted or left running by a bench or job that is gone."""
+    if not previous or previous.get("status") not in RESUMABLE:
+        return None
+    return last_checkpoint(_tail(log_path, limit=10_000_000), host)
+
+
+def resume_arguments(point: Checkpoint) -> list[str]:
+    """``with`` arguments that make the host's run.py load ``point`` and continue from its step;
+    ``sweep_resume_step`` tells ``report`` to join the attempts into one curve."""
+    return [f"checkpoint_path={point.folder}", f"load_step={point.step}", f"sweep_resume_step={point.step}"]
+
+
+def _keep_previous_log(log_path: Path, attempt: int) -> Optional[str]:
+    if not log_path.exists():
+        return None
+    kept = log_path.with_name(f"{log_path.stem}.attempt{attempt}{log_path.suffix}")
+    os.replace(log_path, kept)
+    return str(kept)
+
+
+def _attempt_record(state: Mapping) -> dict:
+    keys = ("started", "ended", "status", "error", "sacred_id", "results_dir", "resumed_from", "log", "seconds")
+    return {k: state[k] for k in keys if k in state}
+
+
 def run_one(run: RunSpec, ctx: Context, env_extra: Optional[Mapping[str, str]] = None,
             processes: Optional[_Processes] = None, job_id: Optional[str] = None) -> dict:
-    """Run one host run to its end; write and return its state."""
+    """Run one host run to its end; write and return its state.
+
+    An earlier attempt that was interrupted (or left running by a bench or job that is gone) and
+    saved checkpoints is continued from its newest complete one (:func:`resume_point`); its log is
+    kept beside the new one as ``<key>.attemptN.log`` and its record under ``attempts``."""
     state_path, log_path = ctx.state_path(run), ctx.log_path(run)
     command = ctx.command(run)
+    previous = read_state(state_path)
+    attempts = list((previous or {}).get("attempts", []))
+    point = resume_point(previous, log_path, Path(ctx.host))
+    if previous and previous.get("status") != COMPLETED:
+        kept = _keep_previous_log(log_path, len(attempts) + 1)
+        attempts.append({**_attempt_record(previous), **({"log": kept} if kept else {})})
+    if point is not None:
+        command = command + resume_arguments(point)
     state = {
         "key": run.key, "sweep_id": run.sweep_id, "alg": run.alg.label, "env": run.env.label, "seed": run.seed,
         "command": command, "identity": identity(run), "status": RUNNING, "started": _now(), "hostname": socket.gethostname(),
         "pid": os.getpid(), "log": str(log_path),
     }
+    if attempts:
+        state["attempts"] = attempts
+    if point is not None:
+        state["resumed_from"] = {"checkpoint": str(point.folder), "step": point.step}
     if job_id:
         state["job_id"] = job_id
     write_state(state_path, state)

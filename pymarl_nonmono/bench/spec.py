@@ -48,7 +48,9 @@ __all__ = ["Entry", "RunSpec", "Sweep", "SweepError", "config_folders", "env_lab
            "parse_seeds", "load_sweep_file", "build_sweep", "shipped_sweeps", "resolve_sweep_path"]
 
 # Keys the sweep sets itself on every run; an override of them would break finding runs again.
-TAG_KEYS = ("seed", "sweep_id", "sweep_alg", "sweep_env", "mongo_url", "mongo_db")
+TAG_KEYS = ("seed", "sweep_id", "sweep_alg", "sweep_env", "sweep_resume_step", "mongo_url", "mongo_db")
+# The host's keys bench sets on a run it resumes from a checkpoint (bench/runner.py).
+RESUME_KEYS = ("checkpoint_path", "load_step")
 FILE_KEYS = ("name", "algs", "envs", "seeds", "set", "mongo_db", "mongo_url", "workers", "host")
 _LABEL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+=-]*")
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
@@ -356,7 +358,7 @@ def build_sweep(file: Optional[str | Path] = None, *, algs: Sequence[str] = (), 
     if only:
         alg_entries, env_entries = _only(only, alg_entries, env_entries)
     for where_, pairs in [("set", common)] + [(f"{e.label}'s set", e.overrides) for e in alg_entries + env_entries]:
-        taken = sorted({k for k, _ in pairs if k.split(".")[0] in TAG_KEYS})
+        taken = sorted({k for k, _ in pairs if k.split(".")[0] in TAG_KEYS + RESUME_KEYS})
         if taken:
             raise SweepError(f"{where_}: {taken} are set by the sweep itself (use --seeds, --name, --mongo-url, --mongo-db)")
 

@@ -16,6 +16,18 @@ print('[INFO] pymarl Started run with ID "%s"' % seed, flush=True)
 with open(os.path.join(probe, "%s-%s.pid" % (alg, seed)), "w") as f:  # for tests that signal the bench
     f.write(str(os.getpid()))
 print("[INFO 12:00:00] my_main t_env: 7 / %s" % updates.get("t_max", "100"), flush=True)  # as run.py logs progress
+if updates.get("save_model") == "True":  # checkpoints as run.py saves them, one folder per step
+    token = "%s_seed%s__%d" % (alg, seed, time.time_ns())
+    first = int(updates.get("load_step", "0")) + 10
+    for step in range(first, first + 30, 10):
+        folder = os.path.join("results", "models", token, str(step))
+        os.makedirs(folder)
+        print("[INFO 12:00:01] my_main Saving models to %s" % folder, flush=True)
+        names = ["agent.th", "learner.th"]
+        if step == first + 20 and os.path.exists(os.path.join(probe, "partial-save")):
+            names = names[:1]  # stopped in the middle of a (stock learner's) save
+        for name in names:
+            open(os.path.join(folder, name), "w").close()
 sleep_file = os.path.join(probe, "sleep")  # a delay that is no setting of the sweep
 time.sleep(float(open(sleep_file).read() if os.path.exists(sleep_file) else updates.get("sleep", "0.3")))
 with open(os.path.join(probe, "%s-%s.json" % (alg, seed)), "w") as f:

@@ -340,3 +340,43 @@ def test_many_algorithms_are_small_multiples_and_few_seeds_get_no_ci_band_but_a_
     fig = rep.profile_figure(plt, report.envs[0].comparison, "t", METRIC)
     assert sum(isinstance(c, PolyCollection) for c in fig.axes[0].collections) == 2
     plt.close(fig)
+
+
+def test_a_resumed_run_is_one_run_joined_at_its_checkpoint(tmp_path):
+    # One seed stopped twice: attempt 1 to step 250 (checkpoint at 200), attempt 2 resumed at 200 and
+    # stopped at 420 (checkpoint at 400), attempt 3 resumed at 400 and finished; another seed plain.
+    attempts = [
+        (dict(status="INTERRUPTED", start="2026-01-01T00:00:00"), 0, [0, 100, 200, 250], [0, 1, 2, 99]),
+        (dict(status="RUNNING", start="2026-01-01T01:00:00"), 200, [210, 300, 400, 420], [2.1, 3, 4, 99]),
+        (dict(status="COMPLETED", start="2026-01-01T02:00:00"), 400, [410, 500], [4.1, 5]),
+    ]
+    root = tmp_path / "sacred"
+    for i, (run_json, resume, steps, values) in enumerate(attempts, 1):
+        folder = root / "m" / "A" / str(i)
+        folder.mkdir(parents=True)
+        cfg = {**config(run("A", 1)), "sweep_resume_step": resume, "checkpoint_path": f"/models/{i}", "load_step": resume}
+        (folder / "config.json").write_text(json.dumps(cfg))
+        (folder / "run.json").write_text(json.dumps({**run_json, "heartbeat": "2026-01-01T03:00:00"}))
+        (folder / "metrics.json").write_text(json.dumps({METRIC: {"steps": steps, "values": values}}))
+    plain = root / "m" / "A" / "4"
+    plain.mkdir()
+    (plain / "config.json").write_text(json.dumps(config(run("A", 2))))
+    (plain / "run.json").write_text(json.dumps({"status": "COMPLETED", "start_time": "2026-01-01T00:00:00"}))
+    (plain / "metrics.json").write_text(json.dumps({METRIC: {"steps": [0, 500], "values": [0, 1]}}))
+    records = rep.load_file_storage([root], sweep="s")
+    for _ in range(2):  # classified once per metric: joining twice must not repeat the earlier values
+        included, excluded = rep.classify(records, METRIC)
+    (resumed,) = [r for r in included if r.seed == 1]
+    steps, values = resumed.series[METRIC]
+    assert steps.tolist() == [0, 100, 200, 210, 300, 400, 410, 500]
+    assert values.tolist() == [0, 1, 2, 2.1, 3, 4, 4.1, 5]
+    assert sorted(r.note.split(":")[0] for r in excluded) == ["continued", "continued"]
+    assert all("steps up to" in r.note for r in excluded)
+    env = rep.env_report("m", METRIC, included, excluded)
+    assert env.resumed == [f"A seed 1: resumed from its checkpoint at step 400 ({resumed.ref}; continuing "
+                           f"{root / 'm' / 'A' / '2'})"]
+    assert env.horizon == (0.0, 500.0)
+    needs_rliable()
+    text = rep.build_report(records, METRIC, "FileStorage", "s").markdown()
+    assert "Resumed after an interruption" in text and "resumed from its checkpoint at step 400" in text
+    assert "unfinished" not in text

@@ -91,6 +91,56 @@ def test_running_state_alive_here_is_left_alone_dead_is_rerun(fake_host, tmp_pat
     assert len(plan(sweep.runs(), ctx, restart_stale=True).todo) == 3
 
 
+def interrupt(ctx, run, status=INTERRUPTED):
+    """What a stopped bench leaves of a run: its state file, marked as not finished."""
+    state = read_state(ctx.state_path(run))
+    state.update(status=status, error="bench interrupted")
+    write_state(ctx.state_path(run), state)
+
+
+@pytest.mark.parametrize("partial", [False, True])
+def test_an_interrupted_run_continues_from_its_last_complete_checkpoint(fake_host, tmp_path, partial):
+    if partial:
+        (tmp_path / "probe" / "partial-save").write_text("")
+    sweep, ctx = make(fake_host, tmp_path, seeds="1", sets=("sleep=0.1", "save_model=True"))
+    (run,) = sweep.runs()
+    (first,) = run_local([run], ctx, workers=1)
+    assert "checkpoint_path" not in " ".join(first["command"]) and "attempts" not in first
+    interrupt(ctx, run)
+    (second,) = run_local([run], ctx, workers=1)
+    step = 20 if partial else 30  # the newest save that holds every file
+    folder = Path(second["resumed_from"]["checkpoint"])
+    assert second["resumed_from"]["step"] == step and folder.parent == fake_host / "results" / "models"
+    assert second["command"][-3:] == [f"checkpoint_path={folder}", f"load_step={step}", f"sweep_resume_step={step}"]
+    assert probes(tmp_path)["qmix-1"]["argv"][-3:] == second["command"][-3:]
+    # The same run: the identity that skips it once finished leaves the resume arguments out.
+    assert second["identity"] == first["identity"] and plan([run], ctx).done
+    (attempt,) = second["attempts"]
+    assert attempt["status"] == INTERRUPTED and attempt["sacred_id"] == "1"
+    assert Path(attempt["log"]).name == "qmix__one_step_matrix_game__seed1.attempt1.log"
+    assert "Saving models to" in Path(attempt["log"]).read_text()
+    # A second interruption continues from the resumed attempt's own checkpoints.
+    interrupt(ctx, run, status=RUNNING)
+    (third,) = run_local([run], ctx, workers=1)
+    assert third["resumed_from"]["step"] == step + (20 if partial else 30)
+    assert [a["status"] for a in third["attempts"]] == [INTERRUPTED, RUNNING]
+
+
+def test_a_failed_run_or_one_without_checkpoints_starts_over(fake_host, tmp_path):
+    sweep, ctx = make(fake_host, tmp_path, seeds="1-2", sets=("sleep=0.1", "save_model=True"))
+    r1, r2 = sweep.runs()
+    run_local([r1], ctx, workers=1)
+    interrupt(ctx, r1, status=FAILED)  # what made it fail may be in its checkpoints
+    (state,) = run_local([r1], ctx, workers=1)
+    assert "resumed_from" not in state and state["attempts"][0]["status"] == FAILED
+    plain, ctx2 = make(fake_host, tmp_path / "other", seeds="1", sets=("sleep=0.1",))
+    (run,) = plain.runs()
+    run_local([run], ctx2, workers=1)
+    interrupt(ctx2, run)
+    (state,) = run_local([run], ctx2, workers=1)
+    assert "resumed_from" not in state and "checkpoint_path" not in " ".join(state["command"])
+
+
 def test_timeout(fake_host, tmp_path):
     sweep, ctx = make(fake_host, tmp_path, seeds="1", sets=("sleep=30",))
     ctx.timeout_s = 0.5

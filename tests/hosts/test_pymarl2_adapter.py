@@ -165,6 +165,25 @@ def test_save_load_resumes_exactly(tmp_path):
         assert torch.equal(pa, pb)
 
 
+def test_a_resumed_learner_continues_the_random_streams_of_the_run_that_saved_it(tmp_path):
+    import random
+
+    import numpy as np
+
+    a, _ = build("nonmono_qmix_sarsa", seed=1, sign_gauge="greedy_flip")
+    for i in range(2):
+        a.train(random_batch(seed=i), t_env=i, episode_num=i)
+    a.save_models(tmp_path)
+    draws = lambda learner: (torch.rand(3).tolist(), np.random.rand(3).tolist(), random.random(),  # noqa: E731
+                             [torch.rand(2, generator=g).tolist() for g in learner._generators().values()])
+    expected = draws(a)
+    b, _ = build("nonmono_qmix_sarsa", seed=99, sign_gauge="greedy_flip")
+    torch.rand(5), np.random.rand(5), random.random()  # streams elsewhere before the load
+    b.load_models(tmp_path)
+    assert draws(b) == expected
+    assert set(b._generators()) == {"diagnostics", "penalty", "gauge"}
+
+
 def test_target_networks_follow_interval():
     learner, _ = build("nonmono_qmix", target_update_interval=5)
     before = [p.clone() for p in learner.target_mixer.parameters()]
@@ -418,9 +437,10 @@ def spy_on_target_updates(learner, episode):
 @pytest.mark.parametrize("host_counter", ["restarts_at_0", "keeps_counting"])
 def test_resumed_learner_updates_its_targets_on_schedule(tmp_path, host_counter):
     # Saved at episode 30,000, 100 episodes after a target update. PyMARL2's run.py restarts its
-    # episode counter at 0 after load_models; a host that kept counting must work as well.
-    interval = 200
-    quiet = dict(target_update_interval=interval, learner_log_interval=10**9)
+    # episode counter at 0 after load_models and trains after each batch of 10 episodes (the
+    # counter gives the episodes before the batch); a host that kept counting must work as well.
+    interval, per_batch = 200, 10
+    quiet = dict(target_update_interval=interval, learner_log_interval=10**9, batch_size_run=per_batch)
     a, _ = build("nonmono_qmix", seed=1, **quiet)
     batch = random_batch(B=2, T=2)
     a.train(batch, t_env=0, episode_num=29_900)  # first update
@@ -429,15 +449,16 @@ def test_resumed_learner_updates_its_targets_on_schedule(tmp_path, host_counter)
 
     b, _ = build("nonmono_qmix", seed=2, **quiet)
     b.load_models(tmp_path)
-    start = 0 if host_counter == "restarts_at_0" else 30_000
-    episode = [start]
+    # The counter the host passes when n episodes have run since the checkpoint's last train.
+    counter = (lambda n: n - per_batch) if host_counter == "restarts_at_0" else (lambda n: 30_000 + n)
+    episode = [0]
     updates = spy_on_target_updates(b, episode)
-    for step in range(0, 2001, 10):  # 10 episodes per train call, 2,000 episodes after the resume
-        episode[0] = start + step
-        b.train(batch, t_env=2 + step, episode_num=episode[0])
+    for n in range(per_batch, 2001, per_batch):
+        episode[0] = n
+        b.train(batch, t_env=2 + n, episode_num=counter(n))
     # 100 episodes were left of the interval at the save; then one update every 200 episodes.
-    assert updates == [start + e for e in range(100, 2001, interval)]
-    b.train(batch, t_env=5000, episode_num=start + 2100)  # 200 after the last update: copies now
+    assert updates == list(range(100, 2001, interval))
+    b.train(batch, t_env=5000, episode_num=counter(2100))  # 200 after the last update: copies now
     assert all(torch.equal(p, q) for p, q in zip(b.mixer.parameters(), b.target_mixer.parameters()))
 
 

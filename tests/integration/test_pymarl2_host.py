@@ -363,6 +363,85 @@ def test_per_run_saves_models_and_a_new_run_resumes_from_them(host):
     assert "updated target networks" not in proc.stdout + proc.stderr
 
 
+# A run stopped at a checkpoint and resumed, against the same run never stopped: one-step episodes
+# of the matrix game on the episode runner, a replay of one episode (so the empty buffer of a
+# resumed run costs nothing), every update logged; RND, the sign gauge and target copies included.
+RESUME_RUN = ["--config=nonmono_qmix_rnd", "--env-config=matrix_game", "with", "use_cuda=False", "runner=episode",
+              "batch_size_run=1", "buffer_size=1", "batch_size=1", "env_args.preset=paper_b", "seed=7",
+              "test_interval=25", "test_nepisode=1", "log_interval=50", "runner_log_interval=50",
+              "learner_log_interval=1", "target_update_interval=20", "epsilon_anneal_time=150", "save_model=True",
+              "save_model_interval=50", "sign_gauge=greedy_flip", "sign_gauge_interval=2", "sign_gauge_patience=1"]
+FOLLOWED = ("loss_td", "td_error_abs_mean", "rnd_loss", "target_update_count", "sign_flips", "q_tot_0_0", "grad_norm")
+
+
+def test_a_run_resumed_from_its_checkpoint_logs_what_the_unstopped_run_logs(host):
+    root, _ = host
+    runs = {}
+    for name, extra in (("unstopped", ["t_max=200"]), ("stopped", ["t_max=110"])):
+        proc = run_main(root, *RESUME_RUN, *extra, f"name={name}")
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        runs[name] = json.loads((latest_run(root, "matrix_game", name) / "info.json").read_text())
+    saved = sorted((root / "results" / "models").glob("stopped__*"))[-1]
+    step = max(int(p.name) for p in saved.iterdir() if p.name.isdigit())
+    assert step == 101  # saves at 1, 51, 101; stopped at 111
+    proc = run_main(root, *RESUME_RUN, "t_max=200", f"checkpoint_path={saved}", f"load_step={step}",
+                    f"sweep_resume_step={step}", "name=resumed")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    resumed = json.loads((latest_run(root, "matrix_game", "resumed") / "info.json").read_text())
+    unstopped = runs["unstopped"]
+    for key in FOLLOWED:
+        after = dict(zip(resumed[f"{key}_T"], resumed[key]))
+        before = dict(zip(unstopped[f"{key}_T"], unstopped[key]))
+        assert min(after) == step + 1 and set(after) <= set(before), key
+        for t, value in sorted(after.items()):
+            assert value == pytest.approx(before[t], rel=1e-6, abs=1e-7), (key, t, value, before[t])
+    assert resumed["sign_flips"][-1] >= 1  # the gauge's state went across the stop
+
+
+def test_bench_resumes_an_interrupted_run_from_its_checkpoint_and_reports_it_as_one_run(host, tmp_path, capsys):
+    import signal
+    import time
+
+    root, _ = host
+    words = ["use_cuda=False", "runner=episode", "batch_size_run=1", "buffer_size=32", "batch_size=8",
+             "t_max=1000", "test_interval=100", "test_nepisode=1", "save_model=True", "save_model_interval=200"]
+    argv = ["bench", str(root), "--alg", "nonmono_qmix_sarsa", "--env", "one_step_matrix_game", "--seeds", "1",
+            "--name", "resume", "--no-progress", "--no-mongo", *[a for w in words for a in ("--set", w)]]
+    bench = subprocess.Popen([sys.executable, "-m", "pymarl_nonmono.cli", *argv], cwd=root, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    models = root / "results" / "models"
+    try:
+        for _ in range(1200):  # until a checkpoint past the first one is on disk
+            saved = [p for p in models.glob("nonmono_qmix_sarsa__*/*") if p.name.isdigit() and int(p.name) >= 400
+                     and (p / "nonmono_learner.th").exists()] if models.exists() else []
+            if saved:
+                break
+            assert bench.poll() is None, bench.communicate()
+            time.sleep(0.1)
+        assert saved
+        bench.send_signal(signal.SIGTERM)
+        out, err = bench.communicate(timeout=120)
+    finally:
+        if bench.poll() is None:
+            bench.kill()
+    assert bench.returncode == 128 + signal.SIGTERM, out + err
+    state_file = root / "results" / "sweeps" / "resume" / "runs" / "nonmono_qmix_sarsa__one_step_matrix_game__seed1.json"
+    assert json.loads(state_file.read_text())["status"] == "INTERRUPTED"
+
+    assert cli.main(argv) == 0
+    state = json.loads(state_file.read_text())
+    assert state["status"] == "COMPLETED" and state["resumed_from"]["step"] >= 400
+    assert [a["status"] for a in state["attempts"]] == ["INTERRUPTED"]
+    log = Path(state["log"]).read_text()
+    assert f"Loading model from {state['resumed_from']['checkpoint']}/{state['resumed_from']['step']}" in log
+    capsys.readouterr()
+    assert cli.main(["report", str(root), "--sweep", "resume", "--metric", "test_return_mean",
+                     "--out", str(tmp_path / "report")]) == 0
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert f"resumed from its checkpoint at step {state['resumed_from']['step']:,}" in text
+    assert "continued: its steps up to" in text and "unfinished" not in text
+
+
 # nq_learner's statistics, by name, and the settings under which our learner computes the
 # same update: VDN mixing, double-Q bootstrap, the same lambda; PyMARL2's own n_rnn agent, which
 # nq_learner unrolls step by step and our controller in one batched pass. With PER, the

@@ -31,7 +31,7 @@ from ...numerics.targets import (
     uses_q_lambda_correction,
 )
 from .batch import episodes_from_batch
-from .checkpoint import save_atomically
+from .checkpoint import global_rng_state, restore_global_rng_state, save_atomically
 from .diagnostics import IGMDiagnostics
 from .settings import LearnerSettings, RNDSettings, read_settings
 
@@ -106,8 +106,8 @@ class NonMonoLearner:
         self.diagnostics = IGMDiagnostics(args.env, args.env_args, seed=int(args.seed))
         # Its own stream, as the diagnostics': switching a penalty on does not shift the run's.
         self.penalty_generator = torch.Generator().manual_seed(int(args.seed) + 1)
-        self.last_target_update_episode = 0
         self.episodes_since_target_update = self.last_episode_num = self.target_update_count = 0  # see _episodes_elapsed
+        self.resumed = False
         self.log_stats_t = -self.cfg.learner_log_interval - 1
         log.info(
             "nonmono_learner: mixer=%s (%d parameters), td_bootstrap=%s, td_lambda=%s, rnd=%s",
@@ -161,7 +161,6 @@ class NonMonoLearner:
         self.episodes_since_target_update += self._episodes_elapsed(episode_num)
         if self.episodes_since_target_update >= self.cfg.target_update_interval:
             self._update_targets()
-            self.last_target_update_episode = episode_num
 
         if log_now:
             n = mask_sum.item()
@@ -218,6 +217,13 @@ class NonMonoLearner:
         self.target_mac.flip_agent_sign(agent)
         mirror_agent_(self.mixer, agent, self.optimiser)
         mirror_agent_(self.target_mixer, agent)
+
+    def _generators(self) -> dict:
+        """This learner's private random streams, by name (saved with a checkpoint)."""
+        out = {"diagnostics": self.diagnostics.generator, "penalty": self.penalty_generator}
+        if self.gauge is not None:
+            out["gauge"] = self.gauge_generator
+        return out
 
     def _gauge_stats(self) -> dict:
         if self.gauge is None:
@@ -289,12 +295,20 @@ class NonMonoLearner:
         self.target_update_count += 1
 
     def _episodes_elapsed(self, episode_num: int) -> int:
-        """Episodes the host ran since the previous ``train``, from its counter ``episode_num``.
+        """Episodes the host ran since the previous ``train``, from its counter ``episode_num``
+        (the episodes before the batch this call trains after, as PyMARL2's and EPyMARL's run
+        loops count them).
 
-        A counter below the last one seen means the host restarted it -- PyMARL2's run.py
-        sets ``episode = 0`` after ``load_models`` -- so the episodes since the restart are
-        ``episode_num`` itself (a restart is assumed to count from 0).
+        After :meth:`load_models` the hosts restart the counter at 0, and their first ``train``
+        comes after one more batch (``batch_size_run`` episodes), so the episodes since the
+        checkpoint's last ``train`` are ``episode_num + batch_size_run``; a counter above the
+        checkpoint's was kept counting instead. Without a load, a counter below the last one seen
+        restarted at 0 and counts from there.
         """
+        if self.resumed:
+            self.resumed = False
+            if episode_num <= self.last_episode_num:
+                self.last_episode_num = -int(self.args.batch_size_run)
         elapsed = episode_num - self.last_episode_num
         if elapsed < 0:
             elapsed = episode_num
@@ -317,7 +331,6 @@ class NonMonoLearner:
             "target_mixer": self.target_mixer.state_dict(),
             "target_agent": self.target_mac.agent.state_dict(),
             "optimiser": self.optimiser.state_dict(),
-            "last_target_update_episode": self.last_target_update_episode,
             # The target schedule, counter-independent (see _episodes_elapsed).
             "episodes_since_target_update": self.episodes_since_target_update,
             "last_episode_num": self.last_episode_num,
@@ -327,6 +340,8 @@ class NonMonoLearner:
             state["rnd"] = self.rnd.full_state_dict()
         if self.gauge is not None:
             state["sign_gauge"] = self.gauge.state_dict()
+        # A resumed run continues these streams where this one stands (docs/benchmarking.md, "Resuming").
+        state["rng"] = {"global": global_rng_state(), **{name: g.get_state() for name, g in self._generators().items()}}
         save_atomically({**self.mac.checkpoint_files(path), os.path.join(path, "nonmono_learner.th"): state})
 
     def load_models(self, path):
@@ -338,9 +353,7 @@ class NonMonoLearner:
         self.target_mixer.load_state_dict(state["target_mixer"])
         self.target_mac.agent.load_state_dict(state["target_agent"])
         self.optimiser.load_state_dict(state["optimiser"])
-        self.last_target_update_episode = state["last_target_update_episode"]
         self.episodes_since_target_update = state["episodes_since_target_update"]
-        self.last_episode_num = state["last_episode_num"]
         self.target_update_count = state["target_update_count"]
         log.info("loaded %s: target networks copied %d episodes before the checkpoint, next copy in %d episodes",
                  path, self.episodes_since_target_update,
@@ -351,3 +364,10 @@ class NonMonoLearner:
             self.rnd.load_full_state_dict(state["rnd"])
         if self.gauge is not None and "sign_gauge" in state:
             self.gauge.load_state_dict(state["sign_gauge"])
+        if "rng" in state:
+            restore_global_rng_state(state["rng"]["global"])
+            for name, generator in self._generators().items():
+                if name in state["rng"]:
+                    generator.set_state(state["rng"][name])
+        self.last_episode_num = state.get("last_episode_num", 0)
+        self.resumed = True  # see _episodes_elapsed
