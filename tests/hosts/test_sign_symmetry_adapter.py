@@ -214,3 +214,12 @@ def test_every_shipped_config_says_which_sign_symmetry_behaviour_it_has(path):
     literal = {key: cfg[key] for key in PAPER_LITERAL} == PAPER_LITERAL
     assert ("# Sign symmetry: paper-literal" in text) == literal, path
     assert "# Sign symmetry:" in text and "docs/sign_symmetry.md" in text, f"{path}: no statement of its sign-symmetry behaviour"
+
+
+def test_the_target_controller_holds_no_mixer_of_its_own():
+    learner, _ = build()
+    assert learner.mac.mixer is learner.mixer
+    assert learner.target_mac.mixer is None
+    # Every mixer module the learner reaches is one of the two it trains and copies.
+    mixers = [m for m in (learner.mac.mixer, learner.target_mac.mixer, learner.mixer, learner.target_mixer) if m is not None]
+    assert {id(m) for m in mixers} == {id(learner.mixer), id(learner.target_mixer)}

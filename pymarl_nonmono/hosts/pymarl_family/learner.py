@@ -75,9 +75,11 @@ class NonMonoLearner:
             mac.keep_agent_signs()  # before the target controller is copied from it
             # Its own stream, as the diagnostics': switching the gauge on does not shift the run's.
             self.gauge_generator = torch.Generator().manual_seed(int(args.seed) + 2)
-        # Joint-greedy tests (test_joint_greedy) act on the joint argmax of this mixer.
-        mac.attach_mixer(self.mixer)
         self.target_mac = copy.deepcopy(mac)
+        # Joint-greedy tests (test_joint_greedy) act on the joint argmax of this mixer. Attached
+        # after the copy: the target controller never acts, and a mixer of its own would be a
+        # third one that nothing updates, saves or moves to the GPU.
+        mac.attach_mixer(self.mixer)
         self.params = list(mac.parameters()) + list(self.mixer.parameters())
         if self.cfg.optimizer == "adam":
             self.optimiser = torch.optim.Adam(self.params, lr=self.cfg.lr)
