@@ -398,6 +398,26 @@ def test_positive_bias_starts_near_monotonic_where_the_default_is_half_negative(
     assert negative_share("positive_bias") < 0.05
 
 
+@pytest.mark.parametrize("state_dim", [7, 68, 230])
+def test_what_positive_bias_says_of_the_share_of_negative_weights_holds_for_both_inits(state_dim):
+    """numerics/mixers.py: with torch's init a few per cent of W1 and w2 start negative at a bias of
+    0.5; with use_orthogonal, whose unit-norm rows spread the state-dependent part wider, up to about a
+    quarter (a small state keeps it low)."""
+    def negative_shares(orthogonal):
+        torch.manual_seed(2)
+        options = dict(OPTIONS, use_orthogonal=orthogonal, hypernet_layers=2)
+        mixer = init_mixer_(make_mixer("nonmono_qmix", n_agents=3, state_dim=state_dim, **options), "positive_bias", 0.5)
+        states = torch.randn(4096, state_dim)
+        with torch.no_grad():
+            return [float((net(states) < 0).float().mean()) for net in (mixer.hyper_w1, mixer.hyper_w2)]
+
+    assert max(negative_shares(False)) < 0.05
+    shares = negative_shares(True)
+    assert max(shares) < 0.3
+    if state_dim >= 68:
+        assert min(shares) > 0.1  # not near monotonic: the docs must not say so
+
+
 def test_positive_bias_refuses_a_mixer_without_mixing_weights_and_a_bad_bias():
     with pytest.raises(ConfigError, match="positive_bias.*VDNMixer"):
         init_mixer_(VDNMixer(3, 5), "positive_bias", 0.5)
