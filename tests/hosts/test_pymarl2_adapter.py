@@ -1,5 +1,6 @@
 """Unit tests of the PyMARL2 adapter (learner, controller, settings, preflight) on fake host objects."""
 
+import copy
 
 import pytest
 import torch
@@ -225,7 +226,7 @@ def test_a_truncated_episode_shorter_than_the_batch_bootstraps_fully_from_its_fi
     g = torch.Generator().manual_seed(2)
     q, target_q = torch.randn(2, 6, 3, 4, generator=g), torch.randn(2, 6, 3, 4, generator=g)
     ep = episodes_from_batch(batch)
-    targets, _ = learner.targets(ep, q, target_q, t_env=0)
+    targets = learner.targets(ep, q, target_q, ep.reward)
     v = torch.gather(target_q, -1, ep.actions.unsqueeze(-1)).squeeze(-1).sum(-1)  # VDN Q_tot of the stored actions
     assert targets[0, 2].item() == pytest.approx((ep.reward[0, 2] + 0.99 * v[0, 3]).item(), rel=1e-6)
     assert targets[0, 3:].abs().sum().item() == 0.0
@@ -337,7 +338,7 @@ def one_step_targets(bootstrap, double_q=True):
     q = torch.randn(*ep.avail_actions.shape, generator=g)
     target_q = torch.randn(*ep.avail_actions.shape, generator=g)
     ep.probs = torch.softmax(torch.randn(*ep.avail_actions.shape, generator=g), -1) * ep.avail_actions
-    targets, _ = learner.targets(ep, q, target_q, t_env=0)
+    targets = learner.targets(ep, q, target_q, ep.reward)
     return learner, ep, q, target_q, targets
 
 
@@ -533,7 +534,7 @@ def test_truncated_episode_bootstraps_from_the_sarsa_action_stored_at_its_final_
     final = target_q[:, 6].argmin(-1)  # [B, N]
     batch.data["actions"][:, 6, :, 0] = final
     ep = episodes_from_batch(batch)
-    targets, _ = learner.targets(ep, q, target_q, t_env=0)
+    targets = learner.targets(ep, q, target_q, ep.reward)
     v_final = torch.gather(target_q[:, 6], -1, final.unsqueeze(-1)).squeeze(-1).sum(-1)  # VDN Q_tot(s_L, a_L)
     # The last real step of the truncated episode bootstraps fully from V(s_L), whatever td_lambda.
     assert targets[0, 5].item() == pytest.approx((ep.reward[0, 5] + 0.99 * v_final[0]).item(), rel=1e-6)
@@ -629,3 +630,18 @@ def test_a_save_stopped_halfway_leaves_the_previous_checkpoint_whole(tmp_path, m
         assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == saved  # nothing half-written, no leftovers
         resumed, _ = build("nonmono_qmix_rnd", seed=2)
         resumed.load_models(tmp_path)
+
+
+def test_computing_targets_leaves_rnd_as_it_was():
+    learner, _ = build("nonmono_qmix_rnd")
+    batch = random_batch(seed=3)
+    ep = episodes_from_batch(batch)
+    before = copy.deepcopy(learner.rnd.full_state_dict())
+    with torch.no_grad():
+        q, target_q = learner.mac.unroll(batch), learner.target_mac.unroll(batch)
+    first = learner.targets(ep, q, target_q, ep.reward)
+    second = learner.targets(ep, q, target_q, ep.reward)
+    assert torch.equal(first, second)
+    after = learner.rnd.full_state_dict()
+    assert all(torch.equal(a, b) for a, b in zip(before["module"].values(), after["module"].values()))
+    assert before["optimizer"]["state"] == after["optimizer"]["state"] == {}

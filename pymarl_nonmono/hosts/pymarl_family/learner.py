@@ -129,9 +129,12 @@ class NonMonoLearner:
         mask = ep.mask
         self.mac.agent.train()
         q = self.mac.unroll(batch)  # [B, T+1, N, A]
+        # RND's predictor takes its step here, on this batch's next states, before the targets use
+        # the bonus of the states as it was before that step (docs/rnd.md).
+        rewards, rnd_stats = self._rewards_and_rnd_step(ep, t_env)
         with torch.no_grad():
             self.target_mac.agent.train()
-            targets, rnd_stats = self.targets(ep, q.detach(), self.target_mac.unroll(batch), t_env)
+            targets = self.targets(ep, q.detach(), self.target_mac.unroll(batch), rewards)
 
         chosen = _gather(q[:, :-1], ep.actions[:, :-1])
         # Only real transitions are mixed: the rest is padding, multiplied by a zero mask below.
@@ -249,10 +252,9 @@ class NonMonoLearner:
             stats["loss_total"] = loss.item()
         return loss, stats
 
-    def targets(self, ep, q, target_q, t_env: int):
+    def targets(self, ep, q, target_q, rewards):
         """λ-returns ``[B, T]`` for episodes ``ep`` given online and target agent Q-values
-        ``[B, T+1, N, A]``, and the RND statistics of the rewards used."""
-        rewards, rnd_stats = self._rewards(ep, t_env)
+        ``[B, T+1, N, A]`` and the rewards ``[B, T]`` to learn from."""
         utilities = agent_bootstrap_utilities(
             self.cfg.td_bootstrap,
             target_q,
@@ -269,15 +271,17 @@ class NonMonoLearner:
             returns = q_lambda_returns(rewards, ep.terminated, ep.mask, values, taken, self.cfg.gamma, self.cfg.td_lambda)
         else:
             returns = lambda_returns(rewards, ep.terminated, ep.mask, values, self.cfg.gamma, self.cfg.td_lambda)
-        return returns, rnd_stats
+        return returns
 
-    def _rewards(self, ep, t_env):
+    def _rewards_and_rnd_step(self, ep, t_env):
+        """The rewards to learn from ``[B, T]`` and their statistics. With RND: the extrinsic
+        reward plus beta times the novelty of each next state, and one step of RND's predictor
+        (and its normalisers) on those states."""
         if self.rnd is None:
             return ep.reward, {}
         # Novelty of the state the transition leads to, as in RND.
         x = ep.state[:, 1:] if self.rnd_cfg.rnd_input == "state" else ep.obs[:, 1:]
-        with torch.enable_grad():
-            r_int, rnd_loss = self.rnd.reward_and_update(x, ep.mask)
+        r_int, rnd_loss = self.rnd.reward_and_update(x, ep.mask)
         beta = self.rnd_beta.value(t_env)
         valid = r_int[ep.mask > 0]
         stats = {
