@@ -4,8 +4,8 @@
  * torch's GRUCell on the CPU runs about ten element-wise kernels per step, each a pass over
  * memory, and autograd keeps a node and fresh buffers for each; at PyMARL sizes (a few hundred
  * rows of width 64) those cost more than the step's matrix products. Here the gates are one loop
- * that the compiler vectorises (built with -O3 -fno-trapping-math; target_clones picks AVX-512,
- * AVX2 or the baseline at load time).
+ * that the compiler vectorises (built with -O3 -fno-trapping-math; target_clones picks the
+ * x86-64-v4 (AVX-512), v3 (AVX2, FMA) or baseline version at load time).
  *
  * Layout and maths are torch's GRUCell: gates ordered (r, z, n),
  *   r = sigmoid(gi_r + bi_r + gh_r + bh_r),  z = sigmoid(gi_z + bi_z + gh_z + bh_z),
@@ -17,7 +17,10 @@
 #include <stdint.h>
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-#define CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+/* The x86-64 levels: v4 (AVX-512), v3 (AVX2 with FMA), the baseline. Both vector levels have FMA,
+ * so the compiler contracts the same multiply-adds in each and AVX2 and AVX-512 machines compute
+ * the same values. */
+#define CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define CLONES
 #endif
@@ -42,7 +45,7 @@ static inline float exp_f(float x) {
     p = p * f * f + f + 1.0f;
     union { float f; int32_t i; } bits;
     bits.f = p;
-    bits.i += ((int32_t)k) << 23;
+    bits.i += (int32_t)k * 8388608; /* k * 2^23: a left shift of a negative k is undefined in C */
     return bits.f;
 }
 
@@ -99,8 +102,7 @@ CLONES void gru_step_forward(const float *gi, const float *gh, const float *bi, 
 
 static inline void backward_row(const float *R carry, const float *R grad, const float *R saved,
                                 const float *R h, float *R di_r, float *R di_z, float *R di_n,
-                                float *R dh_r, float *R dh_z, float *R dh_n, float *R direct,
-                                float *R db_r, float *R db_z, float *R dbi_n, float *R dbh_n, int64_t hid) {
+                                float *R dh_r, float *R dh_z, float *R dh_n, float *R direct, int64_t hid) {
     for (int64_t j = 0; j < hid; ++j) {
         float r = saved[j], z = saved[hid + j], n = saved[2 * hid + j], hn = saved[3 * hid + j];
         float dh = carry[j] + grad[j];
@@ -114,27 +116,20 @@ static inline void backward_row(const float *R carry, const float *R grad, const
         dh_r[j] = dr;
         dh_z[j] = dz;
         dh_n[j] = dhn;
-        db_r[j] += dr;
-        db_z[j] += dz;
-        dbi_n[j] += dn;
-        dbh_n[j] += dhn;
         direct[j] = dh * z;
     }
 }
 
 /* Backward of one step for `rows` rows. The gradient reaching h' is carry + grad (from the next
- * step, and from this step's output). Writes the gates' gradients dgi, dgh [rows, 3H] (products
- * with W_ih, W_hh and the inputs are the caller's), direct = dL/dh through z [rows, H], and adds
- * the bias gradients into dbi, dbh [3H] (their r and z parts are equal: accumulated once, in dbi,
- * and copied by the caller). */
+ * step, and from this step's output). Writes the gates' gradients dgi, dgh [rows, 3H] and
+ * direct = dL/dh through z [rows, H]; the products with W_ih, W_hh and the inputs, and the bias
+ * gradients (the column sums of dgi and dgh), are the caller's. */
 CLONES void gru_step_backward(const float *carry, const float *grad, const float *saved, const float *h,
-                              float *dgi, float *dgh, float *direct, float *dbi, float *dbh,
-                              int64_t rows, int64_t hid) {
+                              float *dgi, float *dgh, float *direct, int64_t rows, int64_t hid) {
     for (int64_t i = 0; i < rows; ++i) {
         float *di = dgi + i * 3 * hid, *dg = dgh + i * 3 * hid;
         backward_row(carry + i * hid, grad + i * hid, saved + i * 4 * hid, h + i * hid,
-                     di, di + hid, di + 2 * hid, dg, dg + hid, dg + 2 * hid, direct + i * hid,
-                     dbi, dbi + hid, dbi + 2 * hid, dbh + 2 * hid, hid);
+                     di, di + hid, di + 2 * hid, dg, dg + hid, dg + 2 * hid, direct + i * hid, hid);
     }
 }
 

@@ -20,6 +20,7 @@ for a cell without biases, :func:`supports` is false and callers use ``GRUCell``
 from __future__ import annotations
 
 import ctypes
+import threading
 from typing import Optional, Sequence
 
 import torch
@@ -37,27 +38,38 @@ KERNELS = ("auto", "fused", "torch")
 _library: Optional[ctypes.CDLL] = None
 _load_error: Optional[str] = None
 _loaded = False
+_load_lock = threading.Lock()
+
+
+def _load() -> ctypes.CDLL:
+    from . import _fused_gru  # built by setup.py from fused_gru.c
+
+    library = ctypes.CDLL(_fused_gru.__file__)
+    pointer, size = ctypes.c_void_p, ctypes.c_int64
+    library.gru_step_forward.argtypes = [pointer] * 7 + [size, size]
+    library.gru_step_forward.restype = None
+    library.gru_step_backward.argtypes = [pointer] * 7 + [size, size]
+    library.gru_step_backward.restype = None
+    return library
 
 
 def _kernels() -> Optional[ctypes.CDLL]:
     """The compiled kernels, loaded on first use (None, with :func:`load_error` saying why, when
-    the extension is missing)."""
+    the extension is missing or unusable). Threads loading at once wait for one load."""
     global _library, _load_error, _loaded
-    if not _loaded:
-        _loaded = True
-        try:
-            from . import _fused_gru  # built by setup.py from fused_gru.c
-            library = ctypes.CDLL(_fused_gru.__file__)
-        except (ImportError, OSError) as error:
-            _load_error = (f"the compiled extension pymarl_nonmono.numerics._fused_gru is not there ({error}); "
-                           f"reinstall pymarl-nonmono where a C compiler is available to build it")
-        else:
-            pointer, size = ctypes.c_void_p, ctypes.c_int64
-            library.gru_step_forward.argtypes = [pointer] * 7 + [size, size]
-            library.gru_step_forward.restype = None
-            library.gru_step_backward.argtypes = [pointer] * 9 + [size, size]
-            library.gru_step_backward.restype = None
-            _library = library
+    if _loaded:
+        return _library
+    with _load_lock:
+        if not _loaded:
+            try:
+                _library = _load()
+            except (ImportError, OSError) as error:
+                _load_error = (f"the compiled extension pymarl_nonmono.numerics._fused_gru is not there ({error}); "
+                               f"reinstall pymarl-nonmono where a C compiler is available to build it")
+            except AttributeError as error:  # built, but without the kernels' symbols
+                _load_error = (f"the compiled extension pymarl_nonmono.numerics._fused_gru lacks its kernels "
+                               f"({error}); reinstall pymarl-nonmono to rebuild it")
+            _loaded = True  # last: another thread that sees it also sees the outcome
     return _library
 
 
@@ -67,12 +79,28 @@ def load_error() -> Optional[str]:
     return _load_error
 
 
+def _parameters(cell: nn.GRUCell) -> tuple[torch.Tensor, ...]:
+    return (cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)
+
+
 def supports(cell: nn.GRUCell, *tensors: torch.Tensor) -> bool:
-    """Whether :func:`gru_steps` can run this cell on these tensors (CPU, float32, with biases,
-    the kernels built)."""
-    if cell.bias_ih is None or _kernels() is None:
+    """Whether :func:`gru_steps` can run this cell on these tensors (every parameter and tensor
+    float32 on the CPU, with biases, the kernels built)."""
+    if cell.bias_ih is None or cell.bias_hh is None or _kernels() is None:
         return False
-    return all(t.device.type == "cpu" and t.dtype == torch.float32 for t in (cell.weight_ih, *tensors))
+    return all(t.device.type == "cpu" and t.dtype == torch.float32 for t in (*_parameters(cell), *tensors))
+
+
+def _check_cell(cell: nn.GRUCell) -> None:
+    """The parameters' shapes, before the kernel reads as many floats as they should hold."""
+    hidden, inputs = cell.hidden_size, cell.input_size
+    expected = {"weight_ih": (3 * hidden, inputs), "weight_hh": (3 * hidden, hidden),
+                "bias_ih": (3 * hidden,), "bias_hh": (3 * hidden,)}
+    for name, shape in expected.items():
+        actual = tuple(getattr(cell, name).shape)
+        if actual != shape:
+            raise ValueError(f"GRUCell.{name} has shape {list(actual)}, expected {list(shape)} "
+                             f"(input_size={inputs}, hidden_size={hidden})")
 
 
 def check_kernel(kernel: str) -> str:
@@ -94,6 +122,7 @@ def gru_steps(cell: nn.GRUCell, x: torch.Tensor, rows: Sequence[int], h0: torch.
         raise ValueError(f"rows per step must be positive and non-increasing, got {list(rows)}")
     if tuple(h0.shape) != (rows[0], cell.hidden_size):
         raise ValueError(f"h0 has shape {list(h0.shape)}, expected [{rows[0]}, {cell.hidden_size}]")
+    _check_cell(cell)
     if not supports(cell, x, h0):
         raise RuntimeError("fused GRU kernel cannot run here: " + (
             load_error() or "it needs float32 tensors on the CPU and a GRUCell with biases"))
@@ -156,8 +185,9 @@ class _FusedUnroll(torch.autograd.Function):
     def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, rows):
         gates: list[torch.Tensor] = []
         out = _unroll_forward(x.detach(), h0, w_ih, w_hh, b_ih, b_hh, rows, gates)
-        ctx.save_for_backward(x, h0, out, w_ih, w_hh)
-        ctx.gates = gates
+        # The gates too, so autograd frees them after the backward, or keeps them for a second
+        # one under retain_graph=True, exactly as it does GRUCell's.
+        ctx.save_for_backward(x, h0, out, w_ih, w_hh, *gates)
         ctx.rows = rows
         return out
 
@@ -170,9 +200,8 @@ class _FusedUnroll(torch.autograd.Function):
 
 def _backward_steps(ctx, grad_out):
     """The backward of :class:`_FusedUnroll`: steps in reverse, one kernel pass and the gradients' products each."""
-    x, h0, out, w_ih, w_hh = ctx.saved_tensors
-    gates, rows = ctx.gates, ctx.rows
-    del ctx.gates
+    x, h0, out, w_ih, w_hh, *gates = ctx.saved_tensors
+    rows = ctx.rows
     kernels = _kernels()
     need_x, need_h0, need_w_ih, need_w_hh, need_b_ih, need_b_hh = ctx.needs_input_grad[:6]
     grad_out = grad_out.contiguous()
@@ -197,8 +226,11 @@ def _backward_steps(ctx, grad_out):
         h = h0[:r] if s == 0 else out[starts[s - 1]:starts[s - 1] + r]
         step_dgi, step_dgh, step_direct = dgi[:r], dgh[:r], direct[:r]
         kernels.gru_step_backward(_ptr(carry), _ptr(grad_out[start:start + r]), _ptr(gates[s]), _ptr(h),
-                                  _ptr(step_dgi), _ptr(step_dgh), _ptr(step_direct), _ptr(d_b_ih),
-                                  _ptr(d_b_hh), r, hidden)
+                                  _ptr(step_dgi), _ptr(step_dgh), _ptr(step_direct), r, hidden)
+        # Bias gradients as GRUCell's autograd forms them: each step's column sums (a tree
+        # reduction), then a sum over steps; one running sum over every row loses digits.
+        d_b_ih.add_(step_dgi.sum(0))
+        d_b_hh[2 * hidden:].add_(step_dgh[:, 2 * hidden:].sum(0))
         if need_w_ih:
             d_w_ih.addmm_(step_dgi.t(), x[start:start + r])
         if need_w_hh:

@@ -60,14 +60,24 @@ CASES = {
 }
 
 
+# The sizes that run: PyMARL2's GRU (width 64) over batches of 3s5z_vs_3s6z-like episodes (T=61)
+# of 256 and 1,024 agent-rows, and corridor-like ones (T=400): where a sum over every row and step
+# loses digits that the small cases above cannot show.
+REAL_SIZES = {
+    "256x61": (64, 64, [256] * 61, 1.0),
+    "1024x61": (64, 64, [1024] * 61, 1.0),
+    "256x400": (64, 64, [256] * 400, 1.0),
+}
+
+
 @needs_kernel
-@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("case", sorted(CASES) + sorted(REAL_SIZES))
 def test_fused_steps_are_as_accurate_as_grucell_in_values_and_every_gradient(case):
     """Against the same maths in float64, the fused kernels' error is GRUCell's own float32
     error, up to a small factor and a few units of float32 rounding. (A direct comparison with
     GRUCell would not do: where the gates saturate, 1 - sigmoid loses every digit to rounding in
     both, differently.)"""
-    d, hidden, rows, scale = CASES[case]
+    d, hidden, rows, scale = {**CASES, **REAL_SIZES}[case]
     cell, x, h0 = make_case(d, hidden, rows, scale)
     weights = torch.randn(sum(rows), hidden)
     fused = values_and_gradients(lambda c, a, b: gru_steps(c, a, rows, b), cell, x, h0, weights)
@@ -192,3 +202,101 @@ def test_kernel_names_and_packed_shapes_are_checked():
 def test_the_extension_is_built_where_a_compiler_is():
     # Without this, a broken build would only turn the kernel tests into skips.
     assert load_error() is None
+
+
+def _cell_with(name: str, value: torch.Tensor) -> nn.GRUCell:
+    torch.manual_seed(0)
+    cell = nn.GRUCell(3, 4)
+    setattr(cell, name, nn.Parameter(value))
+    return cell
+
+
+@needs_kernel
+@pytest.mark.parametrize("name,value", [
+    ("bias_ih", torch.zeros(4)),           # [H] for [3H]: the kernel would read 2H floats past it
+    ("bias_hh", torch.zeros(13)),
+    ("weight_ih", torch.zeros(12, 2)),
+    ("weight_hh", torch.zeros(12, 5)),
+])
+def test_a_parameter_of_the_wrong_shape_is_refused_before_the_kernel_reads_it(name, value):
+    cell = _cell_with(name, value)
+    with pytest.raises(ValueError, match=rf"GRUCell.{name} has shape {list(value.shape)}".replace("[", r"\[").replace("]", r"\]")):
+        gru_steps(cell, torch.randn(6, 3), [3, 3], torch.zeros(3, 4))
+
+
+@needs_kernel
+@pytest.mark.parametrize("name,value", [
+    ("weight_hh", torch.zeros(12, 4, dtype=torch.float64)),
+    ("bias_hh", torch.zeros(12, dtype=torch.float64)),
+    ("weight_ih", torch.zeros(12, 3, device="meta")),
+    ("bias_ih", torch.zeros(12, device="meta")),
+])
+def test_a_parameter_of_another_dtype_or_device_is_not_for_the_kernel(name, value):
+    cell = _cell_with(name, value)
+    assert not supports(cell, torch.randn(6, 3), torch.zeros(3, 4))
+    with pytest.raises(RuntimeError, match="float32 tensors on the CPU"):
+        gru_steps(cell, torch.randn(6, 3), [3, 3], torch.zeros(3, 4))
+
+
+@needs_kernel
+def test_parameters_that_are_views_with_strides_give_grucells_values():
+    torch.manual_seed(0)
+    cell = nn.GRUCell(3, 4)
+    with torch.no_grad():
+        cell.bias_ih = nn.Parameter(torch.randn(24)[::2])  # not contiguous
+        cell.weight_hh = nn.Parameter(torch.randn(4, 12).t())
+    assert not cell.bias_ih.is_contiguous() and not cell.weight_hh.is_contiguous()
+    x, h0 = torch.randn(6, 3), torch.randn(3, 4)
+    torch.testing.assert_close(gru_steps(cell, x, [3, 3], h0), reference_steps(cell, x, [3, 3], h0))
+
+
+@needs_kernel
+def test_a_second_backward_works_with_retain_graph_and_says_why_without():
+    rows = [5, 5, 2]
+    cell, x, h0 = make_case(3, 8, rows)
+    out = gru_steps(cell, x, rows, h0)
+    out.sum().backward(retain_graph=True)
+    first = cell.bias_ih.grad.clone()
+    out.sum().backward()
+    torch.testing.assert_close(cell.bias_ih.grad, 2 * first)
+    again = gru_steps(cell, x, rows, h0)
+    again.sum().backward()
+    with pytest.raises(RuntimeError, match="backward through the graph a second time"):
+        again.sum().backward()
+
+
+def test_threads_loading_at_once_share_one_load(monkeypatch):
+    import threading
+    import time
+
+    loads = []
+
+    def slow_load():
+        loads.append(1)
+        time.sleep(0.2)
+        return "library"
+
+    monkeypatch.setattr(fused_gru, "_loaded", False)
+    monkeypatch.setattr(fused_gru, "_library", None)
+    monkeypatch.setattr(fused_gru, "_load", slow_load)
+    seen = []
+    threads = [threading.Thread(target=lambda: seen.append(fused_gru._kernels())) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert seen == ["library"] * 4 and len(loads) == 1
+
+
+def test_an_extension_without_its_kernels_falls_back_saying_why(monkeypatch):
+    def no_symbols():
+        raise AttributeError("/x/_fused_gru.so: undefined symbol: gru_step_forward")
+
+    monkeypatch.setattr(fused_gru, "_loaded", False)
+    monkeypatch.setattr(fused_gru, "_library", None)
+    monkeypatch.setattr(fused_gru, "_load_error", None)
+    monkeypatch.setattr(fused_gru, "_load", no_symbols)
+    assert "lacks its kernels" in load_error()
+    parts = GRUAgentParts(nn.Linear(7, 16), nn.GRUCell(16, 16), nn.Linear(16, 5))
+    q, _ = unroll_gru(parts, torch.randn(2, 4, 3, 7), kernel="auto")
+    assert q.shape == (2, 4, 3, 5)
