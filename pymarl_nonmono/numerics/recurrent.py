@@ -36,7 +36,7 @@ from torch.nn import functional as F
 from ..errors import check_shape
 from .fused_gru import check_kernel, gru_steps, load_error, supports
 
-__all__ = ["GRUAgentParts", "real_steps", "unroll_gru", "unroll_gru_reference", "zero_padding"]
+__all__ = ["GRUAgentParts", "real_steps", "unroll_gru", "zero_padding"]
 
 Inputs = Union[torch.Tensor, Sequence[torch.Tensor]]
 
@@ -162,7 +162,7 @@ def unroll_gru(
     h = parts._h0(h0, blocks[0], b, n)
     encoded = F.relu(parts._encode(blocks, b, t, n))
     steps = encoded.transpose(0, 1).reshape(t * b * n, -1)
-    stacked = _run_cell(parts.cell, steps, [b * n] * t, h, kernel, prefixes=False).view(t, b * n, -1)
+    stacked = _run_cell(parts.cell, steps, [b * n] * t, h, kernel).view(t, b * n, -1)
     h = stacked[-1]
     # The head runs time-major, on the stacked states as they are, and only its narrower
     # output is transposed back.
@@ -175,15 +175,9 @@ def unroll_gru(
     return q, last.view(b, n, -1)
 
 
-def _run_cell(cell: nn.GRUCell, x: torch.Tensor, rows: Sequence[int], h: torch.Tensor, kernel: str,
-              prefixes: bool) -> torch.Tensor:
+def _run_cell(cell: nn.GRUCell, x: torch.Tensor, rows: Sequence[int], h: torch.Tensor, kernel: str) -> torch.Tensor:
     """``cell`` over packed steps (``x`` ``[P, D]``, step ``s`` the ``rows[s]`` first rows of
-    the state; :func:`.fused_gru.gru_steps`): hidden states ``[P, H]``.
-
-    ``prefixes``: the ragged unroll's, whose ``GRUCell`` path takes ``h[:rows]`` at every step;
-    the dense one passes ``h`` itself. Slicing or not changes the autograd graph and with it the
-    order the weight gradients are summed in, so keeping each path's own graph keeps
-    ``gru_kernel: torch`` bit for bit what it was before the fused kernel existed."""
+    the state; :func:`.fused_gru.gru_steps`): hidden states ``[P, H]``."""
     if kernel != "torch" and supports(cell, x, h):
         return gru_steps(cell, x, rows, h)
     if kernel == "fused":
@@ -192,7 +186,7 @@ def _run_cell(cell: nn.GRUCell, x: torch.Tensor, rows: Sequence[int], h: torch.T
                             f"(got {x.dtype} on {x.device}, bias={cell.bias})"))
     hidden = []
     for step, r in zip(x.split(list(rows)), rows):
-        h = cell(step, h[:r] if prefixes else h)
+        h = cell(step, h[:r])
         hidden.append(h)
     return torch.cat(hidden, dim=0)
 
@@ -259,7 +253,7 @@ def _unroll_ragged(parts: GRUAgentParts, blocks: list[torch.Tensor], dims: tuple
     encoded = F.relu(parts._encode_rows(blocks, episode, step, agent))
 
     h = parts._h0(None if h0 is None else h0.index_select(0, order), blocks[0], b, n)
-    packed = _run_cell(parts.cell, encoded, rows_per_step, h, kernel, prefixes=True)
+    packed = _run_cell(parts.cell, encoded, rows_per_step, h, kernel)
     q_packed = parts._head(packed)
     q = q_packed.new_zeros(b * t * n, q_packed.shape[-1]).index_copy(0, (episode * t + step) * n + agent, q_packed)
     # Each row's state after its episode's last real step: sorted row j*N + a of that step.

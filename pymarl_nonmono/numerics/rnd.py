@@ -45,8 +45,7 @@ from torch import nn
 from ..errors import check_int, check_range, check_shape
 
 __all__ = [
-    "RunningMeanStd", "RND", "combine_rewards", "discounted_forward_returns", "moments_reference",
-    "shifted_moments",
+    "RunningMeanStd", "RND", "combine_rewards", "discounted_forward_returns", "shifted_moments",
 ]
 
 

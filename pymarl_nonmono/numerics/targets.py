@@ -71,10 +71,8 @@ __all__ = [
     "BootstrapInputs",
     "agent_bootstrap_utilities",
     "lambda_returns",
-    "lambda_returns_reference",
     "needs_behaviour_probs",
     "q_lambda_returns",
-    "q_lambda_returns_reference",
     "uses_q_lambda_correction",
 ]
 

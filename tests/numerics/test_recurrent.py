@@ -169,32 +169,3 @@ def test_ragged_unroll_keeps_to_the_inputs_device(monkeypatch):
         q, h = unroll_gru(parts, inputs, lengths=LENGTHS.to("cuda"))
         q.sum().backward()
     assert q.device.type == "cuda" and h.device.type == "cuda"
-
-
-def _pre_kernel_dense_unroll(parts, inputs):
-    """The dense unroll as it was before the fused kernel (commit 01a852c): GRUCell on unbound
-    steps, stacked."""
-    b, t, n, _ = inputs.shape
-    encoded = torch.relu(parts._encode([inputs], b, t, n))
-    h = inputs.new_zeros(b * n, parts.cell.hidden_size)
-    hidden = []
-    for x in encoded.transpose(0, 1).reshape(t, b * n, -1).unbind(0):
-        h = parts.cell(x, h)
-        hidden.append(h)
-    stacked = torch.stack(hidden, dim=0)
-    return parts._head(stacked).view(t, b, n, -1).transpose(0, 1).contiguous(), h.view(b, n, -1)
-
-
-def test_torch_kernel_is_bit_for_bit_the_pre_kernel_dense_unroll():
-    """``gru_kernel: torch`` reproduces runs made before the fused kernel existed: the same
-    values and the same gradients to the last bit (the graph decides the order gradients are
-    summed in; slicing the state at every step, as the ragged path does, changed it)."""
-    parts = make_parts()
-    inputs = torch.randn(4, 9, 3, D, generator=torch.Generator().manual_seed(5))
-    results = []
-    for run in (lambda: unroll_gru(parts, inputs, kernel="torch"), lambda: _pre_kernel_dense_unroll(parts, inputs)):
-        q, h = run()
-        grads = torch.autograd.grad(q.square().sum() + h.sum(), _params(parts))
-        results.append([q, h, *grads])
-    for a, b in zip(*results):
-        assert torch.equal(a, b)
