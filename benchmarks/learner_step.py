@@ -55,7 +55,7 @@ HOSTS = {
     # (ours does not standardise them; docs/design/epymarl_host.md).
     "epymarl": HostBench(ROOT / "config" / "hosts" / "epymarl" / "algs",
                          "pymarl_nonmono.hosts.epymarl.agents:NonMonoMAC",
-                         "pymarl_nonmono.hosts.pymarl_family.learner:NonMonoLearner",
+                         "pymarl_nonmono.hosts.pymarl_family.learner:PymarlFamilyLearner",
                          (("use_rnn", True), ("standardise_rewards", False))),
 }
 

@@ -27,7 +27,7 @@ from pymarl_nonmono.hosts.epymarl.settings import our_keys
 from pymarl_nonmono.hosts.pymarl_family import preflight
 from pymarl_nonmono.hosts.pymarl_family.batch import episode_lengths
 from pymarl_nonmono.numerics.recurrent import zero_padding
-from pymarl_nonmono.hosts.pymarl_family.learner import NonMonoLearner
+from pymarl_nonmono.hosts.pymarl_family.learner import PymarlFamilyLearner as NonMonoLearner
 from pymarl_nonmono.numerics.mixers import MIXERS
 from pymarl_nonmono.numerics.schedules import SCHEDULES
 from pymarl_nonmono.numerics.selection import SELECTORS

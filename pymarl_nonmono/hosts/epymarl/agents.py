@@ -1,4 +1,4 @@
-"""Our controller on EPyMARL: :class:`..pymarl_family.controller.NonMonoMAC` with EPyMARL's
+"""Our controller on EPyMARL: :class:`..pymarl_family.controller.PymarlFamilyMAC` with EPyMARL's
 agent protocol.
 
 EPyMARL's controllers feed agents flat ``[B*N, D]`` inputs (``basic_controller.py``
@@ -28,6 +28,6 @@ def _rnn_parts(agent: nn.Module) -> Optional[GRUAgentParts]:
 EPYMARL_AGENTS = _family.AgentProtocol(flat_inputs=True, unrollable={"rnn": _rnn_parts})
 
 
-class NonMonoMAC(_family.NonMonoMAC):
+class NonMonoMAC(_family.PymarlFamilyMAC):
     def __init__(self, scheme, groups, args, agent_builder: Optional[AgentBuilder] = None) -> None:
         super().__init__(scheme, groups, args, EPYMARL_AGENTS, agent_builder)

@@ -38,11 +38,11 @@ def activate() -> list[str]:
 
     from ...envs.football import make_football_env
     from ...envs.matrix import make_matrix_game
-    from ..pymarl_family.learner import NonMonoLearner
+    from ..pymarl_family.learner import PymarlFamilyLearner
     from .agents import NonMonoMAC
     from .envs import for_epymarl
 
-    register_learning(learners.REGISTRY, controllers.REGISTRY, action_selectors.REGISTRY, NonMonoLearner, NonMonoMAC)
+    register_learning(learners.REGISTRY, controllers.REGISTRY, action_selectors.REGISTRY, PymarlFamilyLearner, NonMonoMAC)
     register_runners(runners.REGISTRY)
     record_sigterm_as_interrupt()
     for name, factory in zip(ENVS, (make_matrix_game, make_football_env)):

@@ -1,4 +1,4 @@
-"""Our controller on PyMARL2: :class:`..pymarl_family.controller.NonMonoMAC` with PyMARL2's
+"""Our controller on PyMARL2: :class:`..pymarl_family.controller.PymarlFamilyMAC` with PyMARL2's
 agent protocol (agents take ``[B, N, D]``; ``rnn`` and ``n_rnn`` are GRU agents)."""
 
 from __future__ import annotations
@@ -27,6 +27,6 @@ UNROLLABLE_AGENTS: dict[str, Callable[[torch.nn.Module], GRUAgentParts]] = {
 PYMARL2_AGENTS = _family.AgentProtocol(flat_inputs=False, unrollable=UNROLLABLE_AGENTS)
 
 
-class NonMonoMAC(_family.NonMonoMAC):
+class NonMonoMAC(_family.PymarlFamilyMAC):
     def __init__(self, scheme, groups, args, agent_builder: Optional[AgentBuilder] = None) -> None:
         super().__init__(scheme, groups, args, PYMARL2_AGENTS, agent_builder)

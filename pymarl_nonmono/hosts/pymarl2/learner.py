@@ -1,4 +1,4 @@
-"""Our learner on PyMARL2: :class:`..pymarl_family.learner.NonMonoLearner` plus PyMARL2's
+"""Our learner on PyMARL2: :class:`..pymarl_family.learner.PymarlFamilyLearner` plus PyMARL2's
 prioritised replay (``use_per``): ``train`` takes the buffer's importance weights and
 returns one priority per episode, under the key ``nq_learner`` uses."""
 
@@ -9,7 +9,7 @@ from ..pymarl_family.settings import read_settings
 from .settings import PERSettings
 
 
-class NonMonoLearner(_family.NonMonoLearner):
+class NonMonoLearner(_family.PymarlFamilyLearner):
     def __init__(self, mac, scheme, logger, args) -> None:
         super().__init__(mac, scheme, logger, args)
         self.per: PERSettings = read_settings(PERSettings, args, "nonmono_learner")

@@ -60,7 +60,7 @@ def host_agent_builder(input_shape: int, args) -> torch.nn.Module:
     return agents[args.agent](input_shape, args)
 
 
-class NonMonoMAC:
+class PymarlFamilyMAC:
     def __init__(self, scheme, groups, args, protocol: AgentProtocol,
                  agent_builder: Optional[AgentBuilder] = None) -> None:
         self.args = args

@@ -46,7 +46,7 @@ def _gather(q: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
     return torch.gather(q, dim=-1, index=actions.unsqueeze(-1)).squeeze(-1)
 
 
-class NonMonoLearner:
+class PymarlFamilyLearner:
     def __init__(self, mac, scheme, logger, args) -> None:
         self.args = args
         self.cfg: LearnerSettings = read_settings(LearnerSettings, args, "nonmono_learner")
