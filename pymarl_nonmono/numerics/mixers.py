@@ -142,6 +142,13 @@ def orthogonal_init_linear_layers_(module: nn.Module, gain: float = 1.0) -> None
                 nn.init.zeros_(layer.bias)
 
 
+def check_hypernet_layers(layers: int) -> int:
+    """The weight hypernetworks' depth: 1 or 2 (PyMARL2's QMIX: 2)."""
+    if isinstance(layers, bool) or layers not in (1, 2):
+        raise ConfigError(f"hypernet_layers={layers!r} is not one of [1, 2]")
+    return int(layers)
+
+
 class HyperMixer(Mixer):
     """QMIX's two-layer mixing network with state-conditioned (hypernetwork) weights.
 
@@ -165,8 +172,7 @@ class HyperMixer(Mixer):
         super().__init__(n_agents, state_dim)
         check_range("mixing_embed_dim", embed_dim, low=1)
         check_range("hypernet_embed", hypernet_embed, low=1)
-        if hypernet_layers not in (1, 2):
-            raise ConfigError(f"hypernet_layers={hypernet_layers!r} is not one of [1, 2]")
+        check_hypernet_layers(hypernet_layers)
         self.weight_transform = check_choice(
             "mixer_weight_transform", weight_transform, WEIGHT_TRANSFORMS.names()
         )
@@ -325,14 +331,19 @@ MIXER_INITS.register("default", lambda mixer, bias: None)
 MIXER_INITS.register("positive_bias", _positive_bias)
 
 
+def check_mixer_init(scheme: str, bias: float) -> None:
+    """``mixer_init`` names a :data:`MIXER_INITS` entry; ``mixer_init_bias`` is finite and > 0."""
+    check_choice("mixer_init", scheme, MIXER_INITS.names())
+    check_range("mixer_init_bias", bias, low=0.0, low_open=True, high=math.inf, high_open=True)
+
+
 def init_mixer_(mixer: Mixer, scheme: str, bias: float) -> Mixer:
     """Apply the initialisation ``scheme`` (a :data:`MIXER_INITS` name) to ``mixer`` in place.
 
     ``bias``: the output bias of both weight hypernetworks for ``positive_bias`` (> 0);
     unused by ``default``.
     """
-    check_choice("mixer_init", scheme, MIXER_INITS.names())
-    check_range("mixer_init_bias", bias, low=0.0, low_open=True, high=math.inf, high_open=True)
+    check_mixer_init(scheme, bias)
     MIXER_INITS.get(scheme)(mixer, float(bias))
     return mixer
 

@@ -12,9 +12,10 @@ from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
 from ...errors import ConfigError, check_bool, check_choice, check_int, check_range
-from ...numerics.fused_gru import KERNELS as GRU_KERNELS
+from ...numerics.fused_gru import check_kernel
 from ...numerics.gauge import SIGN_GAUGES
-from ...numerics.mixers import MIXER_INITS, MIXERS, SIGN_SYMMETRIC_MIXERS, check_mixer_options
+from ...numerics.mixers import (MIXERS, SIGN_SYMMETRIC_MIXERS, check_hypernet_layers, check_mixer_init,
+                                 check_mixer_options)
 from ...numerics.schedules import SCHEDULES
 from ...numerics.selection import SELECTORS
 from ...numerics.targets import BOOTSTRAPS
@@ -90,8 +91,9 @@ class ControllerSettings:
     def validate(self) -> None:
         check_bool("obs_last_action", self.obs_last_action)
         check_bool("obs_agent_id", self.obs_agent_id)
-        check_choice("td_bootstrap", self.td_bootstrap, BOOTSTRAPS.names())
-        check_choice("gru_kernel", self.gru_kernel, GRU_KERNELS)
+        # td_bootstrap is the learner's key (LearnerSettings); the controller only asks whether
+        # it needs the behaviour's probabilities, which names the key when it is unknown.
+        check_kernel(self.gru_kernel)
 
 
 @dataclass(frozen=True)
@@ -151,8 +153,7 @@ class LearnerSettings:
 
     def validate(self) -> None:
         check_choice("mixer", self.mixer, MIXERS.names())
-        check_choice("mixer_init", self.mixer_init, MIXER_INITS.names())
-        check_range("mixer_init_bias", self.mixer_init_bias, low=0.0, low_open=True)
+        check_mixer_init(self.mixer_init, self.mixer_init_bias)
         if self.mixer == "vdn" and self.mixer_init != "default":
             raise ConfigError(f"mixer_init={self.mixer_init!r} needs a mixer with mixing weights; "
                               f"mixer='vdn' has none (leave mixer_init at 'default')")
@@ -169,8 +170,7 @@ class LearnerSettings:
         check_int("sign_gauge_patience", self.sign_gauge_patience, 1)
         check_int("mixing_embed_dim", self.mixing_embed_dim, 1)
         check_int("hypernet_embed", self.hypernet_embed, 1)
-        if isinstance(self.hypernet_layers, bool) or self.hypernet_layers not in (1, 2):
-            raise ConfigError(f"hypernet_layers={self.hypernet_layers!r} is not one of [1, 2]")
+        check_hypernet_layers(self.hypernet_layers)
         check_mixer_options(self.mixer, self.qmix_pos_func, self.qmix_pos_func_beta, self.use_orthogonal)
         check_choice("td_bootstrap", self.td_bootstrap, BOOTSTRAPS.names())
         check_range("td_lambda", self.td_lambda, 0.0, 1.0)
