@@ -236,3 +236,16 @@ def test_mixers_without_the_symmetry_refuse_the_gauge(mixer):
 def test_bad_gauge_keys_name_the_key(overrides, match):
     with pytest.raises(ConfigError, match=match):
         build(**{**GAUGE, **overrides})
+
+
+@pytest.mark.parametrize("gauge", [False, True])
+def test_agents_on_their_worst_action_at_two_logs_in_a_row_get_one_warning(gauge, caplog):
+    learner, _ = build(**(GAUGE if gauge else {}))
+    rates = iter([0.9, 0.3, 0.8, 0.95, 0.99, 0.97])  # the warning is due at the 4th log, and only then
+    learner.diagnostics = lambda mixer, q, ep: {"worst_greedy_action_rate": next(rates)}
+    with caplog.at_level("WARNING", logger="pymarl_nonmono.hosts.pymarl_family.learner"):
+        for i in range(6):
+            learner.train(random_batch(seed=i), t_env=100 * i, episode_num=i)
+    warnings = [r.getMessage() for r in caplog.records if "mirror image" in r.getMessage()]
+    assert len(warnings) == 1 and "t_env=300" in warnings[0] and "95%" in warnings[0]
+    assert ("has not changed their side yet" if gauge else "sign_gauge=greedy_flip") in warnings[0]

@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 
 #: States of an update the sign gauge judges on (a uniform sample), as the IGM diagnostics.
 GAUGE_STATES = 256
+#: worst_greedy_action_rate above this at two consecutive logs is worth a warning (_watch_mirror).
+MIRROR_WARNING_RATE = 0.5
 
 
 def _gather(q: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
@@ -110,6 +112,7 @@ class PymarlFamilyLearner:
         self.penalty_generator = torch.Generator().manual_seed(int(args.seed) + 1)
         self.episodes_since_target_update = self.last_episode_num = self.target_update_count = 0  # see _episodes_elapsed
         self.resumed = False
+        self._mirror_logs, self._mirror_warned = 0, False  # see _watch_mirror
         self.log_stats_t = -self.cfg.learner_log_interval - 1
         log.info(
             "nonmono_learner: mixer=%s (%d parameters), td_bootstrap=%s, td_lambda=%s, rnd=%s",
@@ -151,6 +154,8 @@ class PymarlFamilyLearner:
         log_now = t_env - self.log_stats_t >= self.cfg.learner_log_interval
         # Before the step: the diagnostics and the gauge see the parameters that produced this loss.
         diagnostics = self.diagnostics(self.mixer, q.detach(), ep) if log_now else {}
+        if "worst_greedy_action_rate" in diagnostics:
+            self._watch_mirror(diagnostics["worst_greedy_action_rate"], t_env)
         flips = self._gauge_flips(q.detach(), ep, td_error.detach(), mask_sum, t_env) if self.gauge else []
 
         self.optimiser.zero_grad()
@@ -197,6 +202,22 @@ class PymarlFamilyLearner:
             self.log_stats_t = t_env
 
         return td_error, mask, ep
+
+    def _watch_mirror(self, worst_rate: float, t_env: int) -> None:
+        """Say once, in the run's console, when most agents act on their worst action at two
+        consecutive logs: the mixer may have learned the value while the agents play its mirror
+        image (docs/sign_symmetry.md); nobody reads info.json while a run goes on."""
+        self._mirror_logs = self._mirror_logs + 1 if worst_rate > MIRROR_WARNING_RATE else 0
+        if self._mirror_logs < 2 or self._mirror_warned:
+            return
+        self._mirror_warned = True
+        fix = ("the sign gauge is on and has not changed their side yet (sign_flips, "
+               "negative_sign_share)" if self.gauge is not None else
+               "sign_gauge=greedy_flip lets them act on what the mixer learned, without changing it")
+        log.warning("at t_env=%d, %.0f%% of the agents' greedy actions are the action that gives the lowest Q_tot "
+                    "(worst_greedy_action_rate, above %.0f%% at two logs in a row): the agents act on the mirror "
+                    "image of the value function (docs/sign_symmetry.md); %s", t_env, 100 * worst_rate,
+                    100 * MIRROR_WARNING_RATE, fix)
 
     # -- the sign gauge (numerics/gauge.py) ---------------------------------------------
     def _gauge_flips(self, q, ep, td_error, mask_sum, t_env: int) -> list[int]:
