@@ -413,12 +413,24 @@ def _progress_bar_factory():
     return tqdm
 
 
+def _unknown_sweep(sweep: str, known, where: str) -> None:
+    """No run of ``sweep``: say which sweeps there are, with a did-you-mean."""
+    import difflib
+
+    from .bench.report import ReportError
+
+    known = sorted(k for k in known if k)
+    hint = difflib.get_close_matches(sweep, known, 1)
+    raise ReportError(f"no runs of sweep {sweep!r} in {where}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                      + (f"; sweeps there: {', '.join(known)}" if known else "; no sweep has runs there"))
+
+
 def _load_records(args, path: str, wanted: Sequence[str], extra: Sequence[str] = ()):
     """(records, metrics, where): the runs of --sweep with the metrics ``wanted`` (default: as
     choose_metric picks) and ``extra`` loaded, from FileStorage or MongoDB."""
     from pathlib import Path
 
-    from .bench.report import MongoSource, choose_metric, load_file_storage
+    from .bench.report import MongoSource, ReportError, choose_metric, load_file_storage
     from .tracking.urls import MongoURLError, describe_error, resolve
 
     use_mongo = args.mongo or bool(args.mongo_url)
@@ -436,6 +448,11 @@ def _load_records(args, path: str, wanted: Sequence[str], extra: Sequence[str] =
         try:
             try:
                 records = source.runs(args.sweep)
+                if args.sweep and not records:
+                    _unknown_sweep(args.sweep, source.db.runs.distinct("config.sweep_id"),
+                                   f"MongoDB {target.shown}, database {target.db}")
+            except ReportError:
+                raise
             except Exception as exc:
                 raise UsageError(f"cannot read MongoDB at {target.shown}: {describe_error(exc, target.url)}") from None
             metrics = [choose_metric(records, m) for m in (wanted or [None])]
@@ -446,6 +463,11 @@ def _load_records(args, path: str, wanted: Sequence[str], extra: Sequence[str] =
         return records, metrics, f"MongoDB {target.shown}, database {target.db}"
     roots = args.results or [str(Path(path) / "results" / "sacred")]
     records = load_file_storage(roots, args.sweep)
+    if args.sweep and not records:
+        sweeps_dir = Path(path) / "results" / "sweeps"
+        known = {r.sweep_id for r in load_file_storage(roots)}
+        known |= {p.name for p in sweeps_dir.iterdir() if p.is_dir()} if sweeps_dir.is_dir() else set()
+        _unknown_sweep(args.sweep, known, "FileStorage " + ", ".join(roots))
     metrics = ([choose_metric(records, m) for m in (wanted or [None])] if records else
                list(wanted) or ["test_return_mean"])
     return records, metrics, "FileStorage " + ", ".join(roots)

@@ -202,6 +202,17 @@ def test_cli_report_from_files(tmp_path, capsys):
     assert code == 2 and "port '99999'" in err and "s3cr3t" not in err
 
 
+def test_report_on_an_unknown_sweep_lists_the_sweeps_there_with_a_did_you_mean(tmp_path, capsys):
+    write_file_storage(tmp_path / "host" / "results" / "sacred")
+    (tmp_path / "host" / "results" / "sweeps" / "matrix-3x3").mkdir(parents=True)  # bench's record, no run yet
+    for command in (["report"], ["export", "--format", "marl-eval"]):
+        code = cli.main([*command, str(tmp_path / "host"), "--sweep", "othr", "--out", str(tmp_path / command[0])])
+        _, err = capsys.readouterr()
+        assert code == 2, err
+        assert "no runs of sweep 'othr'" in err and "(did you mean 'other'?)" in err
+        assert "sweeps there: matrix-3x3, other, s" in err
+
+
 def test_mongodb_report_matches_file_storage(tmp_path, mongo_url, capsys):
     pytest.importorskip("matplotlib", reason="plots need matplotlib (pip install matplotlib)")
     needs_rliable()
