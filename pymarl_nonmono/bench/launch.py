@@ -179,18 +179,29 @@ def check_binding(sweep: Sweep, record: Path) -> None:
     new = sweep.to_dict()
     conflicts = []
     if dict(old.get("set") or {}) != new["set"]:
-        conflicts.append(f"set {old.get('set')} is now {new['set']}")
+        conflicts.append(f"set: {_changed_keys(old.get('set') or {}, new['set'])}")
     for kind in ("algs", "envs"):
         before = {e["label"]: e for e in old.get(kind) or []}
         for entry in new[kind]:
             was = before.get(entry["label"])
-            if was is not None and (was["config"], dict(was["set"])) != (entry["config"], entry["set"]):
-                conflicts.append(f"{entry['label']} was --config={was['config']} with {was['set']}, "
-                                 f"now --config={entry['config']} with {entry['set']}")
+            if was is None:
+                continue
+            changes = [f"--config {was['config']} -> {entry['config']}"] if was["config"] != entry["config"] else []
+            if dict(was["set"]) != entry["set"]:
+                changes.append(_changed_keys(was["set"], entry["set"]))
+            if changes:
+                conflicts.append(f"{entry['label']}: {', '.join(changes)}")
     if conflicts:
         raise SweepError(f"sweep {sweep.name!r} was run with other settings ({record}): {'; '.join(conflicts)}. "
                          f"Give these settings a sweep name of their own (--name), or remove {record.parent} to "
                          f"start the sweep over")
+
+
+def _changed_keys(before, after) -> str:
+    """``key: old -> new`` for each key whose value differs (``<unset>`` where one side has none)."""
+    before, after = dict(before), dict(after)
+    return ", ".join(f"{key}: {before.get(key, '<unset>')!r} -> {after.get(key, '<unset>')!r}"
+                     for key in sorted(set(before) | set(after)) if before.get(key, "<unset>") != after.get(key, "<unset>"))
 
 
 def _union(old: list, new: list) -> list:

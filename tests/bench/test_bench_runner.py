@@ -210,6 +210,8 @@ def test_cli_sweep_then_resume(cli_host, tmp_path, capsys):
     # The sweep's name is bound to its settings: other settings under it are refused, nothing runs.
     code, out, err = run_cli(capsys, *base, "--set", "fail_seed=3", "--no-progress")
     assert code == 2 and "sweep 's1' was run with other settings" in err and "--name" in err, err
+    # ...naming only what changed, not the whole settings.
+    assert "set: fail_seed: '<unset>' -> '3'" in err and "sleep" not in err, err
     # More seeds are fine, and so is running some of the entries.
     code, out, err = run_cli(capsys, *base, "--seeds", "3", "--only", "vdn", "--no-progress")
     assert code == 0 and "1 algorithm x 1 environment x 1 seed = 1 run; 0 finished, 1 to run" in out, out + err
