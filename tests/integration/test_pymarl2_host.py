@@ -184,6 +184,14 @@ def test_no_warning_that_is_not_the_users_business(host):
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
     assert "pkg_resources" not in out and "No module named 'gfootball'" not in out
+    # Nor our own DEBUG lines (PyMARL2's console shows DEBUG), unless asked for; nor torch's
+    # warning about copying a tensor, which PyMARL2's EpisodeBatch.update caused at every step.
+    ours = [line for line in out.splitlines() if line.startswith("[DEBUG") and "pymarl_nonmono" in line]
+    assert not ours, ours
+    assert "To copy construct from a tensor" not in out
+    proc = run_main(root, "--config=nonmono_qmix", "--env-config=one_step_matrix_game", "with", "use_cuda=False",
+                    "t_max=20", "seed=3", env_extra={"PYMARL_NONMONO_DEBUG": "1"})
+    assert proc.returncode == 0 and "pymarl-nonmono registered" in proc.stdout + proc.stderr
 
 
 def test_misspelled_key_in_a_users_yaml_is_an_error_at_startup(host):

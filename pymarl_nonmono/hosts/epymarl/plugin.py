@@ -16,7 +16,8 @@ from pathlib import Path
 
 from ...errors import ConfigError
 from ..pymarl_family import preflight
-from ..pymarl_family.registration import LEARNER, MAC, SELECTOR, register_learning, register_runners
+from ..pymarl_family.registration import (LEARNER, MAC, SELECTOR, register_learning, register_runners,
+                                          set_our_log_level)
 from ..pymarl_family.signals import record_sigterm_as_interrupt
 from ..pymarl_family.workers import reporting_env_factory, stop_when_an_env_worker_fails
 from ..spec import EPYMARL
@@ -42,6 +43,7 @@ def activate() -> list[str]:
     from .agents import NonMonoMAC
     from .envs import for_epymarl
 
+    set_our_log_level()
     register_learning(learners.REGISTRY, controllers.REGISTRY, action_selectors.REGISTRY, PymarlFamilyLearner, NonMonoMAC)
     register_runners(runners.REGISTRY)
     record_sigterm_as_interrupt()

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from ...errors import ConfigError
 from ..pymarl_family.preflight import check_config_names, host_config_dir, stop_on_unknown_with_keys, with_updates
-from ..pymarl_family.registration import LEARNER, MAC, SELECTOR, register_learning, register_runners
+from ..pymarl_family.registration import (LEARNER, MAC, SELECTOR, register_learning, register_runners,
+                                          set_our_log_level)
 from ..pymarl_family.signals import record_sigterm_as_interrupt
 from ..pymarl_family.workers import reporting_env_factory, stop_when_an_env_worker_fails
 from ..spec import PYMARL2
@@ -67,6 +68,7 @@ def activate() -> list[str]:
     from .controller import NonMonoMAC
     from .learner import NonMonoLearner
 
+    set_our_log_level()
     register_learning(learners.REGISTRY, controllers.REGISTRY, action_selectors.REGISTRY, NonMonoLearner, NonMonoMAC)
     register_runners(runners.REGISTRY)
     record_sigterm_as_interrupt()

@@ -6,12 +6,23 @@ class with its agent protocol, envs, run wrapping) stays in each host's plugin.
 
 from __future__ import annotations
 
+import logging
+import os
 from typing import MutableMapping
 
 # The names our configs use (``learner:``, ``mac:``, ``action_selector:``).
 LEARNER = "nonmono_learner"
 MAC = "nonmono_mac"
 SELECTOR = "softmax"
+#: Set to 1 to see our DEBUG lines in a run's console.
+DEBUG_ENV = "PYMARL_NONMONO_DEBUG"
+
+
+def set_our_log_level() -> None:
+    """The hosts' consoles show DEBUG; ours stay out of them (INFO and above) unless
+    ``PYMARL_NONMONO_DEBUG=1`` asks for them."""
+    wanted = os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
+    logging.getLogger("pymarl_nonmono").setLevel(logging.DEBUG if wanted else logging.INFO)
 
 
 def register_learning(
