@@ -33,6 +33,22 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+def pytest_sessionstart(session):
+    """The tests import the package from this folder; its configs and compiled kernel are there
+    only through an editable install (README, "Run the tests"). Without it, say so once instead
+    of failing a hundred tests on `No module named 'pymarl_nonmono.config'`."""
+    import importlib.util
+
+    import pymarl_nonmono
+
+    here = Path(__file__).resolve().parents[1]
+    if Path(pymarl_nonmono.__file__).resolve().parent == here / "pymarl_nonmono" and \
+            importlib.util.find_spec("pymarl_nonmono.config") is None:
+        pytest.exit("the tests run against an editable install of this folder: pip install -e '.[test]' "
+                    "(a plain `pip install .` puts the configs and the compiled kernel in site-packages, "
+                    "while Python imports the package from here)", returncode=4)
+
+
 # -- shared fixtures: a MongoDB-protocol test server and an installed copy of PyMARL2 --
 from pymarl_nonmono.hosts import checkout  # noqa: E402
 from pymarl_nonmono.hosts.pymarl2 import fetch  # noqa: E402

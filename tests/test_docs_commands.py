@@ -13,8 +13,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 # Stock names the docs use, beside ours (config/algs, config/envs, config/hosts/epymarl/...).
-STOCK_ALGS = {"qmix", "vdn", "qplex", "qtran", "ALG"}
-STOCK_ENVS = {"sc2", "one_step_matrix_game", "gymma", "gfootball"}
+STOCK_ALGS = {"qmix", "vdn", "qplex", "qtran", "ow_qmix", "qmix_predator_prey", "ALG"}
+STOCK_ENVS = {"sc2", "one_step_matrix_game", "gymma", "gfootball", "stag_hunt"}
 # A command with a bigger budget must say how long it takes, in a comment on its line.
 QUICK_T_MAX = 20_000
 DURATION = re.compile(r"#.*\b(\d[\d,.]*\s*(s|seconds?|minutes?|min|hours?|h)|minutes|hours|days|under a minute|as above)\b")
@@ -104,3 +104,12 @@ def test_each_bench_command_builds_its_sweep_from_real_configs(where, line):
         assert entry.config in ours("algs") | STOCK_ALGS, (where, line, entry.config)
     for entry in sweep.envs:
         assert entry.config in ours("envs") | STOCK_ENVS, (where, line, entry.config)
+
+
+def test_the_readme_test_command_installs_editable_first_and_ci_runs_it():
+    """The tests import the package from this folder; only an editable install puts its configs and
+    kernel there (tests/conftest.py stops a run without one, saying so)."""
+    commands = [line for _, line in doc_commands("python -m pytest tests") if _ == "README.md"]
+    first = commands[0]
+    assert first.startswith('pip install -e ".[test]" && python -m pytest tests'), first
+    assert first in (ROOT / ".ci" / "run").read_text(encoding="utf-8")
