@@ -378,14 +378,23 @@ def _bench(args, path: str) -> int:
     completed = len(plan.todo) - len(failed_now)
     _out(f"done: {completed} completed, {len(failed_now)} failed now; {len(plan.done) + completed} of "
          f"{len(prepared.runs)} runs of sweep {sweep.name} finished")
-    if failed_now:
+    refused = [(r, s) for r, s in failed_now if str(s.get("error", "")).startswith(REFUSED_PREFIX)]
+    others = [(r, s) for r, s in failed_now if (r, s) not in refused]
+    if others:
         _out("failed runs (run bench again to retry them):")
-        for run, state in failed_now:
+        for run, state in others:
             _out(f"  {run.key}: {state.get('error', '?')} (log: {state.get('log', '?')})")
+    if refused:
+        # Our start-up check stopped them: a setting or missing software, which a retry cannot change.
+        _out("runs stopped at start-up by our checks (fix what the message names, then run bench again):")
+        for run, state in refused:
+            _out(f"  {run.key}: {state.get('error', '?')}")
     _out(f"report: {PROG} report {prepared.host} --sweep {sweep.name}" + (" --mongo" if target else ""))
     return 1 if failed_now else 0
 
 
+#: How our start-up checks end a run's output (main.py exits with it): a setting or missing software.
+REFUSED_PREFIX = "pymarl-nonmono: "
 PROGRESS_LINE_SECONDS = 60  # --no-progress: a line with the running runs' progress this often
 
 

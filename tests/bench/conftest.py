@@ -34,6 +34,9 @@ with open(os.path.join(probe, "%s-%s.json" % (alg, seed)), "w") as f:
     json.dump({"start": start, "end": time.time(), "argv": args,
                "mongo": os.environ.get("PYMARL_NONMONO_MONGO_URL"), "omp": os.environ.get("OMP_NUM_THREADS"),
                "pygame_banner": os.environ.get("PYGAME_HIDE_SUPPORT_PROMPT")}, f)
+if os.path.exists(os.path.join(probe, "refuse-seed%s" % seed)):  # as main.py stops on our start-up check
+    print("pymarl-nonmono: cannot run env=sc2: StarCraft II is not installed (test)")
+    sys.exit(1)
 if updates.get("fail_seed") == seed or os.path.exists(os.path.join(probe, "fail-seed%s" % seed)):
     print("Traceback (most recent call last):")
     print('  File "src/main.py", line 1, in <module>')

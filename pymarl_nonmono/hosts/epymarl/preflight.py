@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Mapping
 
 from ..pymarl_family import preflight as _family
+from ..pymarl_family.settings import check_host_values
 from ..spec import EPYMARL
 from .settings import SETTINGS_CLASSES, TeamRewardSettings
 
@@ -18,6 +19,7 @@ OUR_ENVS = ("matrix_game", "grf")
 def check_values(config: Mapping, host_config_dir: Path) -> None:
     """Every check of a run's merged config that needs no env software. What the plugin runs
     before Sacred and `bench --dry-run` runs for each run of a sweep."""
+    check_host_values(config)
     if config.get("env") in OUR_ENVS:
         TeamRewardSettings(common_reward=config.get("common_reward")).validate()
     _family.check_config(config, host_config_dir, [EPYMARL.our_configs()], settings_classes=SETTINGS_CLASSES,

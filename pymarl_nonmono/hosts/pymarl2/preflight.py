@@ -17,6 +17,7 @@ from ..pymarl_family import preflight as _family
 from ..pymarl_family.preflight import PreflightError
 from ..spec import PYMARL2
 from .doctor import MISSING, sc2_check, sc2_root, smac_check
+from ..pymarl_family.settings import check_host_values
 from .settings import SETTINGS_CLASSES
 
 # Keys PyMARL2 adds to its config at run time (run.py and sacred), not found in any YAML.
@@ -38,8 +39,10 @@ def check_config(config: Mapping, host_config_dir: Path, plugin_config_dirs: Ite
 
 
 def check_values(config: Mapping, host_config_dir: Path) -> None:
-    """Every check of a run's merged config that needs no env software: our components' keys
-    and values, and the env's env_args. What `main.py` and `bench --dry-run` both run."""
+    """Every check of a run's merged config that needs no env software: the values of the keys
+    every algorithm shares (stock ones too), our components' keys and values, and the env's
+    env_args. What `main.py` and `bench --dry-run` both run."""
+    check_host_values(config)
     check_config(config, host_config_dir, [PYMARL2.our_configs()])
     _family.check_env_args(config)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, fields
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from ...errors import ConfigError, check_bool, check_choice, check_int, check_range
 from ...numerics.fused_gru import check_kernel
@@ -22,6 +22,57 @@ from ...numerics.targets import BOOTSTRAPS
 
 OPTIMIZERS = ("adam", "rmsprop")
 RND_INPUTS = ("state", "obs")
+
+
+def _positive(k, v):
+    return check_range(k, v, low=0.0, low_open=True)
+
+
+def _unit(k, v):
+    return check_range(k, v, 0.0, 1.0)
+
+
+#: Keys that stock algorithms read too, and the values they may take. Our settings check their
+#: copies with these rules, and the start-up check applies them to every run where the key is set
+#: (stock algorithms included: a negative lr or an empty batch otherwise fails far from its cause,
+#: or trains on nonsense). Env-step counts are numbers (``t_max=1e6`` is a float to Sacred).
+HOST_KEY_RULES: dict[str, Callable[[str, Any], Any]] = {
+    "lr": _positive,
+    "gamma": lambda k, v: check_range(k, v, 0.0, 1.0, low_open=True),
+    "td_lambda": _unit,
+    "grad_norm_clip": _positive,
+    "optim_alpha": lambda k, v: check_range(k, v, 0.0, 1.0, high_open=True),
+    "optim_eps": _positive,
+    "epsilon_start": _unit,
+    "epsilon_finish": _unit,
+    "epsilon_anneal_time": lambda k, v: check_int(k, v, 0),
+    "target_update_interval": lambda k, v: check_int(k, v, 1),
+    "learner_log_interval": lambda k, v: check_int(k, v, 0),
+    "batch_size": lambda k, v: check_int(k, v, 1),
+    "batch_size_run": lambda k, v: check_int(k, v, 1),
+    "buffer_size": lambda k, v: check_int(k, v, 1),
+    "test_nepisode": lambda k, v: check_int(k, v, 1),
+    "t_max": lambda k, v: check_range(k, v, low=1.0),
+    "test_interval": _positive,
+    "log_interval": lambda k, v: check_range(k, v, low=0.0),
+    "runner_log_interval": lambda k, v: check_range(k, v, low=0.0),
+}
+
+
+def check_host_key(name: str, value: Any) -> Any:
+    """``value`` checked by the rule of :data:`HOST_KEY_RULES` for ``name``."""
+    return HOST_KEY_RULES[name](name, value)
+
+
+def check_host_values(config: Mapping[str, Any]) -> None:
+    """Every :data:`HOST_KEY_RULES` key the config sets, and a replay that can hold a batch."""
+    for name in HOST_KEY_RULES:
+        if name in config:
+            check_host_key(name, config[name])
+    buffer, batch = config.get("buffer_size"), config.get("batch_size")
+    if isinstance(buffer, int) and isinstance(batch, int) and buffer < batch:
+        raise ConfigError(f"buffer_size={buffer} holds fewer episodes than batch_size={batch}: the learner would "
+                          f"never get a batch and never train")
 
 
 def read_settings(cls, config: Mapping[str, Any] | Any, owner: str):
@@ -65,9 +116,8 @@ class ExplorationSettings:
     def validate(self) -> None:
         check_choice("action_selector", self.action_selector, SELECTORS.names())
         check_choice("selector_schedule", self.selector_schedule, SCHEDULES.names())
-        check_range("epsilon_start", self.epsilon_start, 0.0, 1.0)
-        check_range("epsilon_finish", self.epsilon_finish, 0.0, 1.0)
-        check_int("epsilon_anneal_time", self.epsilon_anneal_time, 0)
+        for key in ("epsilon_start", "epsilon_finish", "epsilon_anneal_time"):
+            check_host_key(key, getattr(self, key))
         check_range("temperature_start", self.temperature_start, low=0.0, low_open=True)
         check_range("temperature_finish", self.temperature_finish, low=0.0, low_open=True)
         check_int("temperature_anneal_time", self.temperature_anneal_time, 0)
@@ -173,16 +223,13 @@ class LearnerSettings:
         check_hypernet_layers(self.hypernet_layers)
         check_mixer_options(self.mixer, self.qmix_pos_func, self.qmix_pos_func_beta, self.use_orthogonal)
         check_choice("td_bootstrap", self.td_bootstrap, BOOTSTRAPS.names())
-        check_range("td_lambda", self.td_lambda, 0.0, 1.0)
-        check_range("gamma", self.gamma, 0.0, 1.0, low_open=True)
+        check_host_key("td_lambda", self.td_lambda)
+        check_host_key("gamma", self.gamma)
         check_bool("double_q", self.double_q)
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
-        check_range("lr", self.lr, low=0.0, low_open=True)
-        check_range("grad_norm_clip", self.grad_norm_clip, low=0.0, low_open=True)
-        check_range("optim_alpha", self.optim_alpha, 0.0, 1.0, high_open=True)
-        check_range("optim_eps", self.optim_eps, low=0.0, low_open=True)
-        check_int("target_update_interval", self.target_update_interval, 1)
-        check_int("learner_log_interval", self.learner_log_interval, 0)
+        for key in ("lr", "grad_norm_clip", "optim_alpha", "optim_eps", "target_update_interval",
+                    "learner_log_interval"):
+            check_host_key(key, getattr(self, key))
 
 
 #: What every host's learner and controller read; a host adds its own (PyMARL2: PER).
