@@ -155,6 +155,7 @@ class GreedyFlipGauge:
         self.updates = 0
         self.streak = [0] * self.n_agents
         self.flips = [0] * self.n_agents
+        self.last_evidence: list[FlipEvidence] = []  # of the latest check, for the learner's statistics
 
     def due(self) -> bool:
         """Counts one update; True when this one is checked."""
@@ -184,6 +185,7 @@ class GreedyFlipGauge:
             return True
 
         evidence = scan_agents(mixer, q, states, avail, self.margin * float(td_scale), flip)
+        self.last_evidence = evidence
         return flipped, evidence
 
     @property

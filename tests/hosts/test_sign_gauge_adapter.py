@@ -164,7 +164,11 @@ def test_the_learner_logs_the_gauge_and_a_real_mirror_is_flipped():
     the gauge ends with the agents on the optimum."""
     payoff = [[2, 0, 5], [6, 4, 9], [3, 1, 6]]  # best: (1, 2)
     learner, logger = train_on_matrix_game(payoff, 3, episodes=600, **{**GAUGE, "sign_gauge_interval": 5})
-    assert {"sign_flips", "negative_sign_share"} <= set(logger.stats)
+    assert {"sign_flips", "negative_sign_share", "sign_gauge_gain", "sign_gauge_threshold",
+            "sign_gauge_share"} <= set(logger.stats)
+    last = learner.gauge.last_evidence
+    assert logger.stats["sign_gauge_gain"][-1][1] == max(ev.gain for ev in last)
+    assert logger.stats["sign_gauge_threshold"][-1][1] == last[0].threshold > 0
     one = matrix_batch(torch.tensor(payoff, dtype=torch.float32), torch.zeros(1, 2, dtype=torch.long), 3)
     learner.mac.init_hidden(1)
     assert learner.mac.select_actions(one, t_ep=0, t_env=10**7, test_mode=True).view(-1).tolist() == [1, 2]

@@ -254,8 +254,16 @@ class PymarlFamilyLearner:
     def _gauge_stats(self) -> dict:
         if self.gauge is None:
             return {}
-        return {"sign_flips": float(self.gauge.total_flips),
-                "negative_sign_share": float((self.mac.agent_sign < 0).float().mean())}
+        stats = {"sign_flips": float(self.gauge.total_flips),
+                 "negative_sign_share": float((self.mac.agent_sign < 0).float().mean())}
+        judged = [ev for ev in self.gauge.last_evidence if ev.states]
+        if judged:
+            # How close the latest check came to a flip: the largest mean gain of playing an agent's
+            # argmin, the threshold it had to beat, and the largest share of states it was better on.
+            stats["sign_gauge_gain"] = max(ev.gain for ev in judged)
+            stats["sign_gauge_threshold"] = judged[0].threshold
+            stats["sign_gauge_share"] = max(ev.share for ev in judged)
+        return stats
 
     def _with_penalties(self, loss_td, q, chosen, q_tot, ep):
         """The loss with the symmetry-breaking penalties that are on, and their values."""
