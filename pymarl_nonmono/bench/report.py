@@ -144,7 +144,8 @@ def _labels(config: Mapping) -> tuple[str, str, Optional[int], str]:
 # Config keys in which the seeds of one setting may differ: the seed itself, the sweep's own tags,
 # where the run was recorded, and on which device it ran.
 SEED_KEYS = {"seed", "env_args.seed", "sweep_id", "sweep_alg", "sweep_env", "mongo_url", "mongo_db", "use_cuda",
-             "device", "buffer_cpu_only", "unique_token", "sweep_resume_step", "checkpoint_path", "load_step"}
+             "device", "buffer_cpu_only", "unique_token", "sweep_resume_step", "checkpoint_path", "load_step",
+             "name"}  # name: the results folder, which bench gives a labelled variant (sweep_alg names it)
 
 
 def _resume_step(config: Mapping) -> int:

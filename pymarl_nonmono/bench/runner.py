@@ -61,7 +61,7 @@ class Context:
         return Path(self.sweep_dir) / "logs" / f"{run.key}.log"
 
     def command(self, run: RunSpec) -> list[str]:
-        return run.command(self.mongo_db, self.mongo_off)
+        return run.command(self.mongo_db, self.mongo_off) + run.folder_args()
 
 
 def write_state(path: Path, state: Mapping) -> None:

@@ -237,6 +237,14 @@ class RunSpec:
             args.append(f"mongo_db={mongo_db}")
         return args
 
+    def folder_args(self) -> list[str]:
+        """``name=<label>`` for an algorithm entry labelled apart from its config (a variant with
+        options), so that its runs get a results folder of their own (``results/sacred/<map>/<name>``)
+        instead of sharing the config's; nothing when the entry sets ``name`` itself. Not part of
+        what makes a run the same run (:func:`.runner.identity`)."""
+        pairs = dict(_merge(self.common, self.env.overrides, self.alg.overrides))
+        return [f"name={self.alg.label}"] if self.alg.label != self.alg.config and "name" not in pairs else []
+
     def command(self, mongo_db: Optional[str] = None, mongo_off: bool = False) -> list[str]:
         """Arguments after ``python``, run from the checkout's root."""
         return ["src/main.py", f"--config={self.alg.config}", f"--env-config={self.env.config}", "with",

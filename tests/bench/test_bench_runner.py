@@ -16,8 +16,8 @@ import pytest
 from pymarl_nonmono import cli
 from pymarl_nonmono.bench import launch
 from pymarl_nonmono.bench.runner import (
-    COMPLETED, FAILED, INTERRUPTED, RUNNING, Context, error_line, plan, read_state, run_local, run_submitit,
-    write_state,
+    COMPLETED, FAILED, INTERRUPTED, RUNNING, Context, error_line, identity, plan, read_state, run_local,
+    run_submitit, write_state,
 )
 from pymarl_nonmono.bench.spec import build_sweep
 
@@ -140,6 +140,20 @@ def test_a_failed_run_or_one_without_checkpoints_starts_over(fake_host, tmp_path
     interrupt(ctx2, run)
     (state,) = run_local([run], ctx2, workers=1)
     assert "resumed_from" not in state and "checkpoint_path" not in " ".join(state["command"])
+
+
+def test_a_labelled_variant_gets_a_results_folder_of_its_own_without_changing_which_runs_are_done(fake_host, tmp_path):
+    sweep = build_sweep(algs=["qmix", "qmix:qmix_fast"], envs=["one_step_matrix_game"], seeds="1",
+                        sets=["sleep=0.1"], name="v")
+    ctx = Context(host=str(fake_host), sweep_dir=str(tmp_path / "sweep"))
+    plain, variant = sweep.runs()
+    assert not any(a.startswith("name=") for a in ctx.command(plain))
+    assert ctx.command(variant)[-1] == "name=qmix_fast" and "name=qmix_fast" not in " ".join(identity(variant))
+    # A run finished before variants got their folder (same command but the name) stays finished.
+    write_state(ctx.state_path(variant), {"status": COMPLETED, "identity": identity(variant)})
+    assert [r.key for r, _ in plan([variant], ctx).done] == [variant.key]
+    named = build_sweep(algs=["qmix:qmix_fast name=mine"], envs=["one_step_matrix_game"], seeds="1", name="w")
+    assert named.runs()[0].folder_args() == []
 
 
 def test_timeout(fake_host, tmp_path):
