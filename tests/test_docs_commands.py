@@ -113,3 +113,12 @@ def test_the_readme_test_command_installs_editable_first_and_ci_runs_it():
     first = commands[0]
     assert first.startswith('pip install -e ".[test]" && python -m pytest tests'), first
     assert first in (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("where,line", [c for c in COMMANDS if "lbforaging" in c[1]])
+def test_epymarl_commands_print_statistics_before_they_end(where, line):
+    """EPyMARL logs every log_interval env steps, 50,000 by default: a shorter run printed nothing."""
+    words = dict(w.split("=", 1) for w in shlex.split(line) if "=" in w and not w.startswith("-"))
+    t_max = float(words["t_max"])
+    for key in ("log_interval", "runner_log_interval", "learner_log_interval", "test_interval"):
+        assert key in words and float(words[key]) < t_max, (where, key)
