@@ -160,6 +160,19 @@ def _add_report_parser(sub, path_help: str) -> None:
                         "the 95%% bootstrap CI of the IQM (ci)")
     p.add_argument("--reps", type=int, default=2000, metavar="N", help="bootstrap resamples (default: 2000)")
     p.add_argument("--pdf", action="store_true", help="also write every figure as PDF")
+    p.add_argument("--label", action="append", default=[], metavar="NAME=TEXT",
+                   help="show algorithm, environment or metric NAME as TEXT in the figures (repeatable), "
+                        "e.g. --label nonmono_qmix_rnd='Non-monotonic QMIX'")
+    titles = p.add_mutually_exclusive_group()
+    titles.add_argument("--title", metavar="TEXT", help="title of every figure (default: environment and metric)")
+    titles.add_argument("--no-title", action="store_true",
+                        help="figures without titles (each figure's caption is in a .txt beside it either way)")
+    p.add_argument("--dpi", type=int, default=150, metavar="N", help="resolution of the PNG figures (default: 150)")
+    direction = p.add_mutually_exclusive_group()
+    direction.add_argument("--lower-is-better", dest="lower", action="store_const", const=True, default=None,
+                           help="lower values of the metric are better (default: known for our statistics, e.g. "
+                                "worst_greedy_action_rate; otherwise higher is better)")
+    direction.add_argument("--higher-is-better", dest="lower", action="store_const", const=False)
     p.add_argument("--recovery", action="store_true",
                    help="matrix games: also a table of optimum recovered k/N, episodes to recover, IGM consistency "
                         "and payoff error per algorithm (recovery.md; metric default: test_optimal_mean)")
@@ -482,11 +495,25 @@ def _load_records(args, path: str, wanted: Sequence[str], extra: Sequence[str] =
     return records, metrics, "FileStorage " + ", ".join(roots)
 
 
+def _figure_style(args):
+    from .bench.report import FigureStyle
+
+    labels = {}
+    for item in args.label:
+        name, sep, text = item.partition("=")
+        if not sep or not name or not text:
+            raise UsageError(f"--label takes NAME=TEXT, got {item!r}")
+        labels[name] = text
+    if args.dpi < 50 or args.dpi > 1200:
+        raise UsageError(f"--dpi must be between 50 and 1200, got {args.dpi}")
+    return FigureStyle(labels=labels, title="" if args.no_title else args.title, dpi=args.dpi)
+
+
 def _report(args, path: str) -> int:
     from pathlib import Path
 
     from .bench import recovery, stats, table1
-    from .bench.report import ReportError, build_report, plot
+    from .bench.report import FALLBACK_METRIC, ReportError, build_report, fallback_metric, plot
 
     if args.points < 2:
         raise UsageError(f"--points must be at least 2, got {args.points}")
@@ -500,16 +527,22 @@ def _report(args, path: str) -> int:
     try:
         records, (metric,), where = _load_records(args, path, [args.metric] if args.metric else [],
                                                   (*(recovery.METRICS if args.recovery else ()),
-                                                   *(table1.metric_names() if args.table1 else ())))
+                                                   *(table1.metric_names() if args.table1 else ()),
+                                                   *(() if args.metric else (FALLBACK_METRIC,))))
     except ReportError as exc:
         if args.recovery and args.metric == recovery.OPTIMAL and recovery.OPTIMAL in str(exc):
             raise ReportError(f"{exc}. --recovery reads {recovery.OPTIMAL}, which our matrix_game env logs "
                               f"(--env-config=matrix_game, any preset or payoff); PyMARL2's own one_step_matrix_game "
                               f"and other envs have no known optimum to recover") from None
         raise
-    report = build_report(records, metric, where, args.sweep, args.points, band=args.band, reps=args.reps)
+    metric, note = (metric, "") if args.metric else fallback_metric(records, metric)
+    if note:
+        _out(note)
+    style = _figure_style(args)
+    report = build_report(records, metric, where, args.sweep, args.points, band=args.band, reps=args.reps,
+                          lower=args.lower, note=note)
     out_dir = Path(args.out or f"report-{args.sweep or 'all'}")
-    figures = plot(report, out_dir, pdf=args.pdf)
+    figures = plot(report, out_dir, pdf=args.pdf, style=style)
     tables = report.write_csv(out_dir)
     md = out_dir / "report.md"
     md.write_text(report.markdown(), encoding="utf-8")

@@ -359,6 +359,36 @@ def choose_metric(records: Sequence[RunRecord], metric: Optional[str]) -> str:
                       f"from: {', '.join(available[:40]) or 'nothing'}")
 
 
+#: Metrics where a lower value is better (errors, losses, rates of failure): their performance
+#: profiles count runs *below* each threshold and their probability of improvement is P(X < Y).
+#: ``report --lower-is-better`` / ``--higher-is-better`` overrides this for the metric reported.
+LOWER_IS_BETTER = frozenset({
+    "worst_greedy_action_rate", "igm_violation_rate", "igm_violation_rate_lower_bound",
+    "negative_mixing_gradient_rate", "payoff_max_abs_error", "loss_td", "loss_total", "td_error_abs",
+    "td_error_abs_mean", "rnd_loss", "monotonicity_hinge", "igm_hinge",
+})
+
+
+def lower_is_better(metric: str, override: Optional[bool] = None) -> bool:
+    return metric in LOWER_IS_BETTER if override is None else override
+
+
+FALLBACK_METRIC = "test_return_mean"
+
+
+def fallback_metric(records: Sequence[RunRecord], metric: str) -> tuple[str, str]:
+    """The metric to report when none was asked for, and why, if it is not ``metric``: a win rate
+    that is 0 in every run (no battle won yet, as in a short first SMAClite comparison) says
+    nothing, and the return, which counts damage and kills, does."""
+    if metric != "test_battle_won_mean":
+        return metric, ""
+    values = [v for r in records if (pair := r.series.get(metric)) is not None for v in pair[1]]
+    if values and max(values) == 0 and any(FALLBACK_METRIC in r.series for r in records):
+        return FALLBACK_METRIC, (f"No run won a test battle (test_battle_won_mean is 0 throughout), so this report "
+                                 f"is of {FALLBACK_METRIC}; --metric test_battle_won_mean reports the win rate anyway.")
+    return metric, ""
+
+
 @dataclass
 class Curve:
     alg: str
@@ -401,6 +431,7 @@ class Comparison:
     aggregates: dict = field(default_factory=dict)   # alg -> statistic -> stats.Estimate
     dropped: list = field(default_factory=list)      # notes on runs left out to make [R, T] rectangular
     png: Optional[str] = None
+    lower_is_better: bool = False  # profiles count runs below tau; improvement is P(X < Y)
 
 
 @dataclass
@@ -566,15 +597,21 @@ def _resumed_text(included: Sequence[RunRecord]) -> list[str]:
     return out
 
 
-def _compare(scores: dict, reps: int, seed: int, aggregated: Optional[dict] = None) -> Comparison:
-    taus = stats.thresholds(scores)
-    return Comparison(scores, stats.improvement_matrix(scores, reps, seed), taus,
-                      stats.performance_profiles(scores, taus, reps, seed),
-                      aggregated if aggregated is not None else stats.aggregates(scores, reps, seed))
+def _compare(scores: dict, reps: int, seed: int, aggregated: Optional[dict] = None,
+             lower: bool = False) -> Comparison:
+    """Between-algorithm statistics; with ``lower`` (lower is better) the improvement and the
+    profiles are those of the negated scores, and the profiles' thresholds are given back in the
+    metric's own sign (each profile is then the fraction of runs below tau)."""
+    ranked = {alg: -v for alg, v in scores.items()} if lower else scores
+    taus = stats.thresholds(ranked)
+    profiles = stats.performance_profiles(ranked, taus, reps, seed)
+    return Comparison(scores, stats.improvement_matrix(ranked, reps, seed), -taus if lower else taus, profiles,
+                      aggregated if aggregated is not None else stats.aggregates(scores, reps, seed),
+                      lower_is_better=lower)
 
 
 def add_statistics(env: EnvReport, band: str = "iqr", reps: int = stats.BOOTSTRAP_REPS,
-                   seed: int = stats.BOOTSTRAP_SEED) -> None:
+                   seed: int = stats.BOOTSTRAP_SEED, lower: bool = False) -> None:
     """IQM/median/mean with bootstrap CIs per row, curve bands, and the comparison of algorithms."""
     rows = [row for row in env.rows if row.n]
     if not rows:
@@ -586,11 +623,11 @@ def add_statistics(env: EnvReport, band: str = "iqr", reps: int = stats.BOOTSTRA
     bands = stats.curve_bands({c.alg: c.values for c in env.curves}, band, reps, seed)
     for curve in env.curves:
         curve.centre, curve.low, curve.high = bands[curve.alg]
-    env.comparison = _compare({row.alg: row.finals[:, None] for row in rows}, reps, seed, finals)
+    env.comparison = _compare({row.alg: row.finals[:, None] for row in rows}, reps, seed, finals, lower)
 
 
 def across_tasks(envs: Sequence[EnvReport], reps: int = stats.BOOTSTRAP_REPS,
-                 seed: int = stats.BOOTSTRAP_SEED) -> Optional[Comparison]:
+                 seed: int = stats.BOOTSTRAP_SEED, lower: bool = False) -> Optional[Comparison]:
     """Final performance pooled over the environments (tasks) every algorithm here ran on.
 
     rliable needs one [R, T] matrix per algorithm: with unequal numbers of finished runs per
@@ -615,7 +652,7 @@ def across_tasks(envs: Sequence[EnvReport], reps: int = stats.BOOTSTRAP_REPS,
         scores[alg] = np.stack([row.finals[:r] for row in rows], axis=1)
     if not scores:
         return None
-    comparison = _compare(scores, reps, seed)
+    comparison = _compare(scores, reps, seed, lower=lower)
     comparison.dropped = dropped
     return comparison
 
@@ -640,6 +677,7 @@ class Report:
     band: str = "iqr"
     reps: int = stats.BOOTSTRAP_REPS
     overall: Optional[Comparison] = None
+    note: str = ""
 
     def table(self, env: EnvReport) -> str:
         """Final performance and AUC: IQM [95% bootstrap CI] across seeds, seeds, runs not included."""
@@ -659,7 +697,8 @@ class Report:
     @staticmethod
     def improvement_table(comparison: Comparison) -> str:
         algs = list(comparison.scores)
-        head = "| P(row > column) | " + " | ".join(algs) + " |\n|---|" + "---|" * len(algs) + "\n"
+        which = "P(row < column): lower is better" if comparison.lower_is_better else "P(row > column)"
+        head = f"| {which} | " + " | ".join(algs) + " |\n|---|" + "---|" * len(algs) + "\n"
         lines = ["| " + x + " | " + " | ".join("–" if x == y else _prob(comparison.improvement[(x, y)]) for y in algs) + " |"
                  for x in algs]
         return head + "\n".join(lines) + "\n"
@@ -685,7 +724,7 @@ class Report:
                f"**final** performance is its value at the environment's common horizon (the end of its shortest "
                f"finished run); **AUC** is the mean of its learning curve up to there (same unit as the metric). "
                f"Curves: IQM across seeds, band: {self._band_text()}. Only finished runs count; the others are "
-               f"listed under each table.", ""]
+               f"listed under each table.", ""] + ([self.note, ""] if self.note else [])
         for env in self.envs:
             out += [f"## {env.env}", ""]
             if env.png:
@@ -700,7 +739,8 @@ class Report:
             if any(row.n for row in env.rows):
                 out += [self.more_table(env)]
             if env.comparison is not None and len(env.comparison.scores) > 1:
-                out += ["Probability of improvement of final performance (P(X > Y) + P(X = Y)/2 over pairs of runs):",
+                better = "X < Y: lower is better" if env.comparison.lower_is_better else "X > Y"
+                out += [f"Probability of improvement of final performance (P({better}) + P(X = Y)/2 over pairs of runs):",
                         "", self.improvement_table(env.comparison)]
             if env.comparison is not None and env.comparison.png:
                 out += [f"![performance profile on {env.env}]({Path(env.comparison.png).name})", ""]
@@ -733,7 +773,8 @@ class Report:
             yield "all", self.overall
 
     def write_csv(self, out_dir: Path) -> list[Path]:
-        """aggregates.csv, probability_of_improvement.csv and performance_profiles.csv in ``out_dir``."""
+        """aggregates.csv, probability_of_improvement.csv, performance_profiles.csv and curves.csv
+        (the learning curves as plotted) in ``out_dir``."""
         out_dir.mkdir(parents=True, exist_ok=True)
         agg = [("scope", "algorithm", "quantity", "statistic", "estimate", "ci_low", "ci_high", "runs", "tasks")]
         for env in self.envs:
@@ -752,9 +793,15 @@ class Report:
             poi += [(scope, x, y, e.point, e.low, e.high) for (x, y), e in comp.improvement.items()]
             for alg, (p, lo, hi) in comp.profiles.items():
                 prof += [(scope, alg, t, a, b, c) for t, a, b, c in zip(comp.taus, p, lo, hi)]
+        # The learning curves as plotted: one row per algorithm, environment and step of the grid.
+        curves = [("env", "algorithm", "step", "iqm", "band_low", "band_high", "band", "runs")]
+        for env in self.envs:
+            for c in env.curves:
+                curves += [(env.env, c.alg, step, centre, low, high, self.band, c.n)
+                           for step, centre, low, high in zip(c.steps, c.centre, c.low, c.high)]
         paths = []
         for name, table in (("aggregates.csv", agg), ("probability_of_improvement.csv", poi),
-                            ("performance_profiles.csv", prof)):
+                            ("performance_profiles.csv", prof), ("curves.csv", curves)):
             path = out_dir / name
             with path.open("w", newline="", encoding="utf-8") as f:
                 csv.writer(f).writerows(table)
@@ -784,7 +831,9 @@ def _fmt(stat: tuple[float, float, int]) -> str:
 
 def build_report(records: Sequence[RunRecord], metric: str, source: str, sweep: Optional[str],
                  points: int = DEFAULT_POINTS, band: str = "iqr", reps: int = stats.BOOTSTRAP_REPS,
-                 seed: int = stats.BOOTSTRAP_SEED) -> Report:
+                 seed: int = stats.BOOTSTRAP_SEED, lower: Optional[bool] = None, note: str = "") -> Report:
+    """``lower``: whether lower values of ``metric`` are better (default: :data:`LOWER_IS_BETTER`);
+    ``note``: a sentence for the top of the Markdown (e.g. why this metric was chosen)."""
     if not records:
         raise ReportError(f"no runs{' of sweep ' + repr(sweep) if sweep else ''} in {source}")
     if band not in stats.BANDS:
@@ -795,9 +844,10 @@ def build_report(records: Sequence[RunRecord], metric: str, source: str, sweep: 
     for env in sorted({r.env for r in records}):
         report = env_report(env, metric, [r for r in included if r.env == env], [r for r in excluded if r.env == env],
                             points)
-        add_statistics(report, band, reps, seed)
+        add_statistics(report, band, reps, seed, lower_is_better(metric, lower))
         envs.append(report)
-    return Report(metric, source, sweep, envs, len(records), band, reps, across_tasks(envs, reps, seed))
+    return Report(metric, source, sweep, envs, len(records), band, reps,
+                  across_tasks(envs, reps, seed, lower_is_better(metric, lower)), note=note)
 
 
 # --------------------------------------------------------------------------- plots
@@ -811,11 +861,30 @@ _STYLES = ("-", "--", ":", "-.")
 
 
 def _seeds_text(counts: Sequence[int]) -> str:
+    """The number of seeds behind a curve or profile, in words: "1 seed", "3 seeds", "2–3 seeds"."""
     counts = [c for c in counts if c]
     if not counts:
-        return "no"
+        return "no seeds"
     lo, hi = min(counts), max(counts)
-    return f"{lo}" if lo == hi else f"{lo}–{hi}"
+    return f"{lo} seed" if lo == hi == 1 else (f"{lo} seeds" if lo == hi else f"{lo}–{hi} seeds")
+
+
+@dataclass(frozen=True)
+class FigureStyle:
+    """How figures read in a paper: display names for algorithms, environments and metrics
+    (``labels``, raw name -> text), the title (None: "<environment>: <metric>"; "": none), and the
+    resolution. Everything a title used to say beyond that goes to the caption file beside each
+    figure (``<figure>.txt``)."""
+
+    labels: Mapping[str, str] = field(default_factory=dict)
+    title: Optional[str] = None
+    dpi: int = 150
+
+    def name(self, raw: str) -> str:
+        return self.labels.get(raw, raw)
+
+    def heading(self, default: str) -> Optional[str]:
+        return default if self.title is None else (self.title or None)
 
 
 def _pyplot():
@@ -829,13 +898,16 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path: Path, pdf: bool, paths: list) -> None:
+def _save(fig, path: Path, pdf: bool, paths: list, dpi: int, caption: str) -> None:
     # "tight": the legend sits outside the axes, right of the data, and must be in the file.
-    fig.savefig(path, bbox_inches="tight")
+    fig.savefig(path, bbox_inches="tight", dpi=dpi)
     paths.append(path)
     if pdf:
         fig.savefig(path.with_suffix(".pdf"), bbox_inches="tight")
         paths.append(path.with_suffix(".pdf"))
+    text = path.with_suffix(".txt")
+    text.write_text(caption + "\n", encoding="utf-8")
+    paths.append(text)
 
 
 # Okabe & Ito's colour-blind-safe qualitative palette, then matplotlib's tab10 beyond eight.
@@ -845,6 +917,9 @@ PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F
 # 0-or-12 outcome, the whole plot): no CI band is drawn, and the figure says why.
 MIN_RUNS_FOR_CI = 5
 BAND_FILL_ALPHA = 0.12
+# Overlaid lines, each narrower and differently dashed than the one before: where two coincide
+# (identical curves are common on small games) the one drawn first still shows around the other.
+LINE_WIDTHS = (2.8, 2.2, 1.7)
 
 
 def _colour(i: int) -> str:
@@ -864,14 +939,26 @@ def _legend_outside(ax) -> None:
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, frameon=False)
 
 
-def profile_figure(plt, comparison: Comparison, title: str, metric: str):
-    """Performance profiles: overlaid up to :data:`MAX_OVERLAID` algorithms, else small multiples."""
+def _width(i: int) -> float:
+    return LINE_WIDTHS[i % len(LINE_WIDTHS)]
+
+
+def _band_note(too_few: Sequence[str], style: FigureStyle) -> str:
+    return (f" No CI band for {', '.join(style.name(a) for a in too_few)}: fewer than {MIN_RUNS_FOR_CI} runs."
+            if too_few else "")
+
+
+def profile_figure(plt, comparison: Comparison, title: Optional[str], metric: str,
+                   style: FigureStyle = FigureStyle()):
+    """Performance profiles: overlaid up to :data:`MAX_OVERLAID` algorithms, else small multiples.
+    Returns the figure and its caption."""
     algs = list(comparison.profiles)
     many = len(algs) > MAX_OVERLAID
     cols = min(3, len(algs)) if many else 1
     rows = -(-len(algs) // cols) if many else 1
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows + 0.8) if many else (7.5, 4), dpi=120,
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows + 0.8) if many else (7.5, 4),
                              sharex=True, sharey=True, squeeze=False)
+    below = comparison.lower_is_better
     too_few = []
     for i, alg in enumerate(algs):
         p, lo, hi = comparison.profiles[alg]
@@ -883,9 +970,9 @@ def profile_figure(plt, comparison: Comparison, title: str, metric: str):
                 if other != alg:
                     ax.plot(comparison.taus, comparison.profiles[other][0], color="0.75", linewidth=0.9,
                             drawstyle="steps-post")
-            ax.set_title(f"{alg} (n={n})", fontsize=9, color=colour)
-        ax.plot(comparison.taus, p, label=f"{alg} (n={n})", linewidth=1.6, color=colour, drawstyle="steps-post",
-                linestyle="-" if many else _STYLES[i % len(_STYLES)])
+            ax.set_title(f"{style.name(alg)} (n={n})", fontsize=9, color=colour)
+        ax.plot(comparison.taus, p, label=f"{style.name(alg)} (n={n})", linewidth=1.6 if many else _width(i),
+                color=colour, drawstyle="steps-post", linestyle="-" if many else _STYLES[i % len(_STYLES)])
         if n >= MIN_RUNS_FOR_CI:
             _band(ax, comparison.taus, lo, hi, colour, step="post")
         else:
@@ -893,27 +980,28 @@ def profile_figure(plt, comparison: Comparison, title: str, metric: str):
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
         if i % cols == 0:
-            ax.set_ylabel("fraction of runs > τ", fontsize=8)
+            ax.set_ylabel(f"fraction of runs {'<' if below else '>'} τ", fontsize=8)
         if not many or i // cols == rows - 1 or i + cols >= len(algs):
-            ax.set_xlabel(f"final {metric} (τ)", fontsize=8)
+            ax.set_xlabel(f"final {style.name(metric)} (τ)" + (", lower is better" if below else ""), fontsize=8)
             ax.xaxis.set_tick_params(labelbottom=True)
+    if below and not many:
+        axes[0][0].invert_xaxis()  # better to the right, as for every other profile
     for j in range(len(algs), rows * cols):
         axes[j // cols][j % cols].set_visible(False)
-    if too_few:
-        title += f"\nno CI band for {', '.join(too_few)}: fewer than {MIN_RUNS_FOR_CI} runs"
+    drawn = [a for a in algs if a not in too_few]
+    caption = ("Performance profile: for each threshold τ, the fraction of an algorithm's runs whose final "
+               f"{style.name(metric)} is {'below' if below else 'above'} τ."
+               + (f" Bands: 95% stratified-bootstrap CI ({', '.join(style.name(a) for a in drawn)})." if drawn else "")
+               + _band_note(too_few, style) + (" Grey: the other algorithms." if many else ""))
     if many:
-        fig.suptitle(title.replace("\n", "; ", 1) + "; grey: the other algorithms", fontsize=10)
+        if title:
+            fig.suptitle(title, fontsize=10)
         fig.tight_layout()
     else:
-        axes[0][0].set_title(title, fontsize=10)
+        if title:
+            axes[0][0].set_title(title, fontsize=10)
         _legend_outside(axes[0][0])
-    return fig
-
-
-def _plot_profile(plt, comparison: Comparison, title: str, metric: str, path: Path, pdf: bool, paths: list) -> None:
-    fig = profile_figure(plt, comparison, title, metric)
-    _save(fig, path, pdf, paths)
-    plt.close(fig)
+    return fig, caption
 
 
 # More algorithms than this and the curves are drawn as small multiples: one panel each, the
@@ -921,42 +1009,54 @@ def _plot_profile(plt, comparison: Comparison, title: str, metric: str, path: Pa
 MAX_OVERLAID = 3
 
 
-def curves_figure(plt, env: EnvReport, metric: str, band: str):
-    """The learning curves of one environment: IQM across seeds, each with its band."""
+def _band_text(band: str) -> str:
+    return ("band: 25–75% interquartile range across seeds" if band == "iqr" else
+            "band: 95% stratified-bootstrap CI of the IQM")
+
+
+def _curves_caption(env: EnvReport, metric: str, band: str, too_few: Sequence[str], style: FigureStyle,
+                    many: bool) -> str:
+    missing = [style.name(row.alg) for row in env.rows if row.n == 0]
+    return (f"{style.name(env.env)}: {style.name(metric)} against environment steps, IQM across "
+            f"{_seeds_text([c.n for c in env.curves])}; {_band_text(band)}." + _band_note(too_few, style)
+            + (" Grey: the other algorithms." if many else "")
+            + (f" No finished run: {', '.join(missing)}." if missing else "")
+            + (" Runs not included are listed in report.md." if env.excluded else ""))
+
+
+def curves_figure(plt, env: EnvReport, metric: str, band: str, style: FigureStyle = FigureStyle()):
+    """The learning curves of one environment: IQM across seeds, each with its band. Returns the
+    figure and its caption."""
     if len(env.curves) > MAX_OVERLAID:
-        return _small_multiples(plt, env, metric, band)
-    fig, ax = plt.subplots(figsize=(8.5, 4.5), dpi=120)
+        return _small_multiples(plt, env, metric, band, style)
+    fig, ax = plt.subplots(figsize=(8.5, 4.5))
     too_few = []
     for i, curve in enumerate(env.curves):
-        label = f"{curve.alg} (n={curve.n}" + (f"; {_count_notes(curve.excluded)} not included" if curve.excluded else "") + ")"
         colour = _colour(i)
-        # Distinct dashes keep algorithms with identical curves (common on small games) visible.
-        ax.plot(curve.steps, curve.centre, label=label, linewidth=1.8, linestyle=_STYLES[i % len(_STYLES)], color=colour)
+        ax.plot(curve.steps, curve.centre, label=f"{style.name(curve.alg)} (n={curve.n})", linewidth=_width(i),
+                linestyle=_STYLES[i % len(_STYLES)], color=colour)
         if curve.n > 1 and (band == "iqr" or curve.n >= MIN_RUNS_FOR_CI):
             _band(ax, curve.steps, curve.low, curve.high, colour)
         elif curve.n > 1:
             too_few.append(curve.alg)
     for row in env.rows:
         if row.n == 0:
-            ax.plot([], [], linestyle="none", label=f"{row.alg}: no finished run ({_count_notes(row.excluded) or 'none'})")
-    seeds = _seeds_text([c.n for c in env.curves])
-    what = "band: 25–75% IQR" if band == "iqr" else "band: 95% bootstrap CI of the IQM"
-    title = f"{env.env}: {metric}\nIQM across {seeds} seeds; {what}"
-    if too_few:
-        title += f"\nno CI band for {', '.join(too_few)}: fewer than {MIN_RUNS_FOR_CI} runs"
+            ax.plot([], [], linestyle="none", label=f"{style.name(row.alg)}: no finished run")
+    title = style.heading(f"{style.name(env.env)}: {style.name(metric)}")
+    if title:
+        ax.set_title(title, fontsize=10)
     ax.set_xlabel("environment steps")
-    ax.set_ylabel(metric)
-    ax.set_title(title, fontsize=10)
+    ax.set_ylabel(style.name(metric))
     ax.grid(alpha=0.3)
     _legend_outside(ax)
-    return fig
+    return fig, _curves_caption(env, metric, band, too_few, style, many=False)
 
 
-def _small_multiples(plt, env: EnvReport, metric: str, band: str):
+def _small_multiples(plt, env: EnvReport, metric: str, band: str, style: FigureStyle):
     n = len(env.curves)
     cols = min(3, n)
     rows = -(-n // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows + 0.6), dpi=120, sharex=True, sharey=True,
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows + 0.6), sharex=True, sharey=True,
                              squeeze=False)
     too_few = []
     for i, curve in enumerate(env.curves):
@@ -970,31 +1070,25 @@ def _small_multiples(plt, env: EnvReport, metric: str, band: str):
             _band(ax, curve.steps, curve.low, curve.high, colour)
         elif curve.n > 1:
             too_few.append(curve.alg)
-        note = f"; {_count_notes(curve.excluded)} not included" if curve.excluded else ""
-        ax.set_title(f"{curve.alg} (n={curve.n}{note})", fontsize=9, color=colour)
+        ax.set_title(f"{style.name(curve.alg)} (n={curve.n})", fontsize=9, color=colour)
         ax.grid(alpha=0.3)
         if i % cols == 0:
-            ax.set_ylabel(metric, fontsize=8)
+            ax.set_ylabel(style.name(metric), fontsize=8)
         if i // cols == rows - 1 or i + cols >= n:
             ax.set_xlabel("environment steps", fontsize=8)
             ax.xaxis.set_tick_params(labelbottom=True)
     for j in range(n, rows * cols):
         axes[j // cols][j % cols].set_visible(False)
-    missing = [row.alg for row in env.rows if row.n == 0]
-    seeds = _seeds_text([c.n for c in env.curves])
-    what = "band: 25–75% IQR" if band == "iqr" else "band: 95% bootstrap CI of the IQM"
-    title = f"{env.env}: {metric} — IQM across {seeds} seeds; {what}; grey: the other algorithms"
-    if too_few:
-        title += f"\nno CI band for {', '.join(too_few)}: fewer than {MIN_RUNS_FOR_CI} runs"
-    if missing:
-        title += f"\nno finished run: {', '.join(missing)}"
-    fig.suptitle(title, fontsize=10)
+    title = style.heading(f"{style.name(env.env)}: {style.name(metric)}")
+    if title:
+        fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    return fig
+    return fig, _curves_caption(env, metric, band, too_few, style, many=True)
 
 
-def plot(report: Report, out_dir: Path, pdf: bool = False) -> list[Path]:
-    """Per environment: learning curves and a performance profile (PNG, and PDF with ``pdf``).
+def plot(report: Report, out_dir: Path, pdf: bool = False, style: FigureStyle = FigureStyle()) -> list[Path]:
+    """Per environment: learning curves and a performance profile (PNG at ``style.dpi``, and PDF
+    with ``pdf``), each with its caption in a ``.txt`` beside it.
 
     Sets each EnvReport's ``png`` and each Comparison's ``png``.
     """
@@ -1002,22 +1096,27 @@ def plot(report: Report, out_dir: Path, pdf: bool = False) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths: list[Path] = []
     for env in report.envs:
-        fig = curves_figure(plt, env, report.metric, report.band)
+        fig, caption = curves_figure(plt, env, report.metric, report.band, style)
         path = out_dir / f"{_safe(report.metric)}_{_safe(env.env)}.png"
-        _save(fig, path, pdf, paths)
+        _save(fig, path, pdf, paths, style.dpi, caption)
         plt.close(fig)
         env.png = str(path)
         if env.comparison is not None:
-            seeds = _seeds_text([s.shape[0] for s in env.comparison.scores.values()])
             path = out_dir / f"profile_{_safe(report.metric)}_{_safe(env.env)}.png"
-            _plot_profile(plt, env.comparison, f"{env.env}: performance profile of final {report.metric}\n"
-                          f"{seeds} seeds; band: 95% bootstrap CI", report.metric, path, pdf, paths)
+            title = style.heading(f"{style.name(env.env)}: final {style.name(report.metric)}")
+            fig, caption = profile_figure(plt, env.comparison, title, report.metric, style)
+            seeds = _seeds_text([s.shape[0] for s in env.comparison.scores.values()])
+            _save(fig, path, pdf, paths, style.dpi, f"{style.name(env.env)}, {seeds}. {caption}")
+            plt.close(fig)
             env.comparison.png = str(path)
     if report.overall is not None:
         shapes = [s.shape for s in report.overall.scores.values()]
         path = out_dir / f"profile_{_safe(report.metric)}_all.png"
-        _plot_profile(plt, report.overall, f"all {shapes[0][1]} environments: performance profile of final "
-                      f"{report.metric}\n{_seeds_text([s[0] for s in shapes])} seeds per environment; band: 95% "
-                      f"bootstrap CI", report.metric, path, pdf, paths)
+        title = style.heading(f"all {shapes[0][1]} environments: final {style.name(report.metric)}")
+        fig, caption = profile_figure(plt, report.overall, title, report.metric, style)
+        _save(fig, path, pdf, paths, style.dpi,
+              f"All {shapes[0][1]} environments, {_seeds_text([s[0] for s in shapes])} per environment, final "
+              f"values pooled. {caption}")
+        plt.close(fig)
         report.overall.png = str(path)
     return paths

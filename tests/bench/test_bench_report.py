@@ -149,15 +149,20 @@ def test_file_storage_report(tmp_path):
     report = rep.build_report(records, METRIC, "files", "s", points=50)
     check(report)
     pngs = rep.plot(report, tmp_path / "out", pdf=True)
-    assert [p.name for p in pngs] == [f"{METRIC}_m.png", f"{METRIC}_m.pdf", f"profile_{METRIC}_m.png",
-                                      f"profile_{METRIC}_m.pdf", f"{METRIC}_n.png", f"{METRIC}_n.pdf"]
-    assert all(p.stat().st_size > 1000 for p in pngs)
+    assert [p.name for p in pngs] == [f"{METRIC}_m.png", f"{METRIC}_m.pdf", f"{METRIC}_m.txt",
+                                      f"profile_{METRIC}_m.png", f"profile_{METRIC}_m.pdf", f"profile_{METRIC}_m.txt",
+                                      f"{METRIC}_n.png", f"{METRIC}_n.pdf", f"{METRIC}_n.txt"]
+    assert all(p.stat().st_size > 1000 for p in pngs if p.suffix != ".txt")
+    assert "IQM across 1–3 seeds; band: 25–75% interquartile range" in (tmp_path / "out" / f"{METRIC}_m.txt").read_text()
     md = report.markdown()
     assert f"![{METRIC} on m]({METRIC}_m.png)" in md and "- A seed 4: failed: RuntimeError: boom" in md
     assert "| A | – | 0.42 [" in md and f"![performance profile on m](profile_{METRIC}_m.png)" in md
     csvs = {p.name: p.read_text() for p in report.write_csv(tmp_path / "out")}
     assert f"m,A,final,IQM,5.0,2.5,7.5,3,1" in csvs["aggregates.csv"].replace("\r", "")
     assert "m,B,C,1.0,1.0,1.0" in csvs["probability_of_improvement.csv"].replace("\r", "")
+    curves = csvs["curves.csv"].replace("\r", "").splitlines()
+    assert curves[0] == "env,algorithm,step,iqm,band_low,band_high,band,runs"
+    assert "m,A,0.0,0.0,0.0,0.0,iqr,3" in curves[1:]
     assert "Final value at step 250, the common horizon" in md
 
 
@@ -319,7 +324,7 @@ def _figure_report(n_algs, seeds, band):
 def test_overlaid_curves_have_distinct_colours_outlined_light_bands_and_the_legend_outside():
     plt, PolyCollection = _plotting()
     report = _figure_report(3, 3, "iqr")
-    fig = rep.curves_figure(plt, report.envs[0], METRIC, "iqr")
+    fig, caption = rep.curves_figure(plt, report.envs[0], METRIC, "iqr")
     ax = fig.axes[0]
     fills = [c for c in ax.collections if isinstance(c, PolyCollection)]
     assert len(fills) == 3 and all(f.get_alpha() <= 0.15 for f in fills)  # light fills ...
@@ -336,21 +341,87 @@ def test_overlaid_curves_have_distinct_colours_outlined_light_bands_and_the_lege
 def test_many_algorithms_are_small_multiples_and_few_seeds_get_no_ci_band_but_a_note():
     plt, PolyCollection = _plotting()
     report = _figure_report(5, 3, "ci")
-    fig = rep.curves_figure(plt, report.envs[0], METRIC, "ci")
+    fig, caption = rep.curves_figure(plt, report.envs[0], METRIC, "ci")
     visible = [ax for ax in fig.axes if ax.get_visible()]
     assert len(visible) == 5
     assert not any(isinstance(c, PolyCollection) for ax in visible for c in ax.collections)
-    assert "no CI band for alg0, alg1, alg2, alg3, alg4: fewer than 5 runs" in fig._suptitle.get_text()
+    assert "No CI band for alg0, alg1, alg2, alg3, alg4: fewer than 5 runs" in caption
     plt.close(fig)
     report = _figure_report(2, 3, "ci")
-    fig = rep.profile_figure(plt, report.envs[0].comparison, "t", METRIC)
+    fig, caption = rep.profile_figure(plt, report.envs[0].comparison, "t", METRIC)
     assert not any(isinstance(c, PolyCollection) for c in fig.axes[0].collections)
-    assert "fewer than 5 runs" in fig.axes[0].get_title()
+    # A profile without bands never says it has one.
+    assert "fewer than 5 runs" in caption and "Bands:" not in caption
     plt.close(fig)
     report = _figure_report(2, 6, "ci")
-    fig = rep.profile_figure(plt, report.envs[0].comparison, "t", METRIC)
+    fig, caption = rep.profile_figure(plt, report.envs[0].comparison, "t", METRIC)
     assert sum(isinstance(c, PolyCollection) for c in fig.axes[0].collections) == 2
+    assert "Bands: 95% stratified-bootstrap CI (alg0, alg1)" in caption
     plt.close(fig)
+
+
+def test_figures_for_a_paper_take_labels_a_title_or_none_and_a_resolution(tmp_path):
+    plt, _ = _plotting()
+    report = _figure_report(2, 3, "iqr")
+    style = rep.FigureStyle(labels={"alg0": "Non-monotonic QMIX", "m": "3s vs 5z", METRIC: "test return"}, title="",
+                            dpi=300)
+    fig, caption = rep.curves_figure(plt, report.envs[0], METRIC, "iqr", style)
+    ax = fig.axes[0]
+    assert ax.get_title() == "" and ax.get_ylabel() == "test return"
+    # Legends hold names and n only; what was left out is in report.md.
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["Non-monotonic QMIX (n=3)", "alg1 (n=3)"]
+    assert caption.startswith("3s vs 5z: test return against environment steps, IQM across 3 seeds")
+    plt.close(fig)
+    paths = rep.plot(report, tmp_path, style=rep.FigureStyle(title="Figure 2", dpi=300))
+    from matplotlib import image
+
+    png = next(p for p in paths if p.name == f"{METRIC}_m.png")
+    small = rep.plot(report, tmp_path / "low", style=rep.FigureStyle(dpi=100))
+    low = next(p for p in small if p.name == f"{METRIC}_m.png")
+    assert image.imread(png).shape[1] > 2.5 * image.imread(low).shape[1]
+
+
+def test_coinciding_lines_stay_visible():
+    plt, _ = _plotting()
+    records = [record(f"alg{a}", "m", s, [0, 100], [1, 2]) for a in range(3) for s in (1, 2)]  # three identical curves
+    report = rep.build_report(records, METRIC, "files", None, points=10, reps=200)
+    fig, _ = rep.curves_figure(plt, report.envs[0], METRIC, "iqr")
+    centres = [line for line in fig.axes[0].get_lines() if line.get_linewidth() > 1.5]
+    widths = [line.get_linewidth() for line in centres]
+    assert widths == sorted(widths, reverse=True) and len(set(widths)) == 3  # each one narrower: all show
+    assert len({line.get_linestyle() for line in centres}) == 3
+    plt.close(fig)
+
+
+def test_a_lower_is_better_metric_ranks_lower_values_first():
+    needs_rliable()
+    records = [record("low", "m", s, [0, 100], [0.1, 0.1]) for s in (1, 2, 3)]
+    records += [record("high", "m", s, [0, 100], [0.9, 0.9]) for s in (1, 2, 3)]
+    for r in records:
+        r.series["worst_greedy_action_rate"] = r.series.pop(METRIC)
+    report = rep.build_report(records, "worst_greedy_action_rate", "files", None, points=10, reps=200)
+    comparison = report.envs[0].comparison
+    assert comparison.lower_is_better
+    assert comparison.improvement[("low", "high")].point == 1.0  # P(low < high)
+    p_low = comparison.profiles["low"][0]
+    assert p_low[np.argmin(np.abs(comparison.taus - 0.5))] == 1.0  # every "low" run is below 0.5
+    assert "P(row < column): lower is better" in report.markdown()
+    forced = rep.build_report(records, "worst_greedy_action_rate", "files", None, points=10, reps=200, lower=False)
+    assert forced.envs[0].comparison.improvement[("high", "low")].point == 1.0
+
+
+def test_a_win_rate_that_is_zero_everywhere_falls_back_to_the_return_and_says_so():
+    won = [record("a", "m", s, [0, 100], [0, 0]) for s in (1, 2)]
+    for r in won:
+        r.series["test_battle_won_mean"] = r.series[METRIC]
+    assert rep.fallback_metric(won, "test_battle_won_mean")[0] == METRIC
+    assert "No run won a test battle" in rep.fallback_metric(won, "test_battle_won_mean")[1]
+    won[0].series["test_battle_won_mean"] = (np.array([0.0, 100.0]), np.array([0.0, 0.25]))
+    assert rep.fallback_metric(won, "test_battle_won_mean") == ("test_battle_won_mean", "")
+
+
+def test_seed_counts_read_right():
+    assert [rep._seeds_text(c) for c in ([1], [3, 3], [2, 3], [])] == ["1 seed", "3 seeds", "2–3 seeds", "no seeds"]
 
 
 def test_a_resumed_run_is_one_run_joined_at_its_checkpoint(tmp_path):
