@@ -152,6 +152,36 @@ def test_a_run_stopped_by_sigterm_is_recorded_as_interrupted(host, tmp_path):
     assert run["status"] == "INTERRUPTED" and run["stop_time"]
 
 
+def test_a_run_resumed_from_its_checkpoint_logs_what_the_unstopped_run_logs(host):
+    # As on PyMARL2 (test_pymarl2_host.py): one-step episodes, a replay of one episode, every update
+    # logged, RND and the sign gauge on; EPyMARL's run.py loads the checkpoint the same way.
+    root, _ = host
+    base = ["--config=nonmono_qmix_rnd", "--env-config=matrix_game", "with", "use_cuda=False", "runner=episode",
+            "batch_size_run=1", "buffer_size=1", "batch_size=1", "env_args.preset=paper_b", "seed=7", "test_interval=25",
+            "test_nepisode=1", "log_interval=50", "runner_log_interval=50", "learner_log_interval=1",
+            "target_update_interval=20", "epsilon_anneal_time=150", "save_model=True", "save_model_interval=50",
+            "sign_gauge=greedy_flip", "sign_gauge_interval=2", "sign_gauge_patience=1"]
+    infos = {}
+    for name, extra in (("unstopped", ["t_max=200"]), ("stopped", ["t_max=110"])):
+        proc = run_main(root, *base, *extra, f"name={name}")
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    saved = sorted((root / "results" / "models").glob("stopped_seed7_*"))[-1]
+    step = max(int(p.name) for p in saved.iterdir() if p.name.isdigit())
+    proc = run_main(root, *base, "t_max=200", f"checkpoint_path={saved}", f"load_step={step}",
+                    f"sweep_resume_step={step}", "name=resumed")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for name in ("unstopped", "resumed"):
+        (run_dir,) = [d for d in (root / "results" / "sacred" / "nonmono_qmix_rnd" / "matrix_game").glob("[0-9]*")
+                      if json.loads((d / "config.json").read_text())["name"] == name]
+        infos[name] = json.loads((run_dir / "metrics.json").read_text())
+    for key in ("loss_td", "rnd_loss", "target_update_count", "sign_flips", "q_tot_0_0"):
+        after = dict(zip(infos["resumed"][key]["steps"], infos["resumed"][key]["values"]))
+        before = dict(zip(infos["unstopped"][key]["steps"], infos["unstopped"][key]["values"]))
+        assert min(after) == step + 1 and set(after) <= set(before), key
+        for t, value in after.items():
+            assert value == pytest.approx(before[t], rel=1e-6, abs=1e-7), (key, t)
+
+
 def test_uninstall_restores_the_checkout(host, runs):
     # Last in this file: the tests above need the installed checkout.
     root, pristine = host
