@@ -77,6 +77,35 @@ def random_batch(B=4, T=6, N=3, A=4, obs_dim=5, state_dim=7, seed=0) -> FakeBatc
     return FakeBatch(data, B, T + 1)
 
 
+def empty_data(B, rows, N, A, obs_dim, state_dim) -> dict:
+    """Every field of PyMARL2's episode batch, zero: ``[B, rows, ...]``."""
+    return {
+        "obs": torch.zeros(B, rows, N, obs_dim),
+        "state": torch.zeros(B, rows, state_dim),
+        "actions": torch.zeros(B, rows, N, 1, dtype=torch.long),
+        "actions_onehot": torch.zeros(B, rows, N, A),
+        "avail_actions": torch.zeros(B, rows, N, A, dtype=torch.int),
+        "probs": torch.zeros(B, rows, N, A),
+        "reward": torch.zeros(B, rows, 1),
+        "terminated": torch.zeros(B, rows, 1, dtype=torch.uint8),
+        "filled": torch.zeros(B, rows, 1, dtype=torch.long),
+    }
+
+
+def matrix_batch(payoff, actions, n_actions, obs_dim=5, state_dim=7) -> FakeBatch:
+    """One-step episodes of a matrix game in PyMARL2's layout: ``actions [B, N]`` taken at row 0
+    from one constant state, every action available."""
+    b, n = actions.shape
+    data = empty_data(b, 2, n, n_actions, obs_dim, state_dim)
+    for key in ("obs", "state", "avail_actions", "filled"):
+        data[key].fill_(1)
+    data["actions"][:, 0, :, 0] = actions
+    data["actions_onehot"][:, 0] = torch.nn.functional.one_hot(actions, n_actions).float()
+    data["reward"][:, 0, 0] = payoff[tuple(actions.T)]
+    data["terminated"][:, 0] = 1
+    return FakeBatch(data, b, 2)
+
+
 def episode_batch(lengths, truncated=None, time_limit=None, N=3, A=4, obs_dim=5, state_dim=7, seed=0,
                   cut=True) -> FakeBatch:
     """Episodes laid out exactly as PyMARL2's runners store them, terminated or truncated.
@@ -99,17 +128,7 @@ def episode_batch(lengths, truncated=None, time_limit=None, N=3, A=4, obs_dim=5,
         raise ValueError(f"lengths={lengths} must be >= 1 and <= time_limit={time_limit}, one truncated flag each")
     B, rows = len(lengths), time_limit + 1
     g = torch.Generator().manual_seed(seed)
-    data = {
-        "obs": torch.zeros(B, rows, N, obs_dim),
-        "state": torch.zeros(B, rows, state_dim),
-        "actions": torch.zeros(B, rows, N, 1, dtype=torch.long),
-        "actions_onehot": torch.zeros(B, rows, N, A),
-        "avail_actions": torch.zeros(B, rows, N, A, dtype=torch.int),
-        "probs": torch.zeros(B, rows, N, A),
-        "reward": torch.zeros(B, rows, 1),
-        "terminated": torch.zeros(B, rows, 1, dtype=torch.uint8),
-        "filled": torch.zeros(B, rows, 1, dtype=torch.long),
-    }
+    data = empty_data(B, rows, N, A, obs_dim, state_dim)
     for b, (L, trunc) in enumerate(zip(lengths, truncated)):
         seen = slice(0, L + 1)  # every state the episode visited, the final one included
         data["obs"][b, seen] = torch.randn(L + 1, N, obs_dim, generator=g)

@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from fake_host import FakeBatch, RecordingLogger, TinyAgent, make_args, random_batch, scheme
+from fake_host import RecordingLogger, TinyAgent, make_args, matrix_batch, random_batch, scheme
 from pymarl_nonmono.errors import ConfigError
 from pymarl_nonmono.hosts.pymarl_family import controller as controller_module
 from pymarl_nonmono.hosts.pymarl_family import learner as learner_module
@@ -97,28 +97,6 @@ def test_the_flipped_agent_now_plays_its_former_argmin():
     mac.init_hidden(batch.batch_size)
     acted = mac.select_actions(batch, t_ep=0, t_env=10**7, test_mode=True)
     assert torch.equal(acted[:, 1], q.argmin(-1)[:, 1])
-
-
-def matrix_batch(payoff, actions, n_actions):
-    """One-step episodes of a matrix game in PyMARL2's layout: ``actions [B, N]`` taken at row 0."""
-    b, n = actions.shape
-    rows = 2
-    data = {
-        "obs": torch.ones(b, rows, n, 5),
-        "state": torch.ones(b, rows, 7),
-        "actions": torch.zeros(b, rows, n, 1, dtype=torch.long),
-        "actions_onehot": torch.zeros(b, rows, n, n_actions),
-        "avail_actions": torch.ones(b, rows, n, n_actions, dtype=torch.int),
-        "probs": torch.zeros(b, rows, n, n_actions),
-        "reward": torch.zeros(b, rows, 1),
-        "terminated": torch.zeros(b, rows, 1, dtype=torch.uint8),
-        "filled": torch.ones(b, rows, 1, dtype=torch.long),
-    }
-    data["actions"][:, 0, :, 0] = actions
-    data["actions_onehot"][:, 0] = torch.nn.functional.one_hot(actions, n_actions).float()
-    data["reward"][:, 0, 0] = payoff[tuple(actions.T)]
-    data["terminated"][:, 0] = 1
-    return FakeBatch(data, b, rows)
 
 
 def train_on_matrix_game(payoff, seed, episodes, **overrides):
