@@ -257,25 +257,54 @@ def test_sign_symmetry_options_diagnostics_and_joint_greedy_tests_on_a_real_run(
     assert (config["mixer_init"], config["igm_penalty"]) == ("positive_bias", 0.5)
 
 
-def test_the_sign_gauge_on_a_real_run_logs_its_flips_and_checkpoints_the_signs(host):
+# An additive game: each agent's best action is fixed, so an agent acting on the mirror image is plainly wrong.
+GAUGE_GAME = ["--config=nonmono_qmix_sarsa", "--env-config=matrix_game", "with", *SHORT, "env_args.preset=None",
+              "env_args.payoff=[[2,0,5],[6,4,9],[3,1,6]]", "save_model=True", "save_model_interval=40", "seed=7"]
+# Checks at every update on the least evidence, so that a short run decides.
+GAUGE_ON = ["sign_gauge=greedy_flip", "sign_gauge_interval=1", "sign_gauge_patience=1", "sign_gauge_margin=0.0"]
+
+
+def mirror_checkpoint(src: Path, dst: Path, agent: int, n_agents: int) -> None:
+    """``src``'s checkpoint in the other gauge for ``agent``, at ``dst``: its sign and its rows of the
+    last layer of W1's hypernetwork negated, online and target (Q_tot unchanged everywhere)."""
+    torch = pytest.importorskip("torch")
+    shutil.copytree(src, dst)
+    torch.save(torch.tensor([-1.0 if i == agent else 1.0 for i in range(n_agents)]), dst / "agent_sign.th")
+    learner = torch.load(dst / "nonmono_learner.th", map_location="cpu", weights_only=False)
+    for mixer in ("mixer", "target_mixer"):
+        state = learner[mixer]
+        last = [k for k in state if k.startswith("hyper_w1.") and k.endswith(".weight")][-1]
+        for key in (last, last[: -len("weight")] + "bias"):
+            rows = state[key].shape[0] // n_agents
+            state[key][agent * rows:(agent + 1) * rows] *= -1
+    torch.save(learner, dst / "nonmono_learner.th")
+
+
+def test_the_sign_gauge_on_a_real_run_flips_the_mirrored_side_and_checkpoints_the_signs(host):
     root, _ = host
-    # An additive game: each agent's best action is fixed, so a mirrored agent is plainly wrong. The
-    # gauge checks every update on the least evidence, so that flips happen within a short run.
-    proc = run_main(root, "--config=nonmono_qmix_sarsa", "--env-config=matrix_game", "with", *SHORT,
-                    "env_args.preset=None", "env_args.payoff=[[2,0,5],[6,4,9],[3,1,6]]", "sign_gauge=greedy_flip",
-                    "sign_gauge_interval=1", "sign_gauge_patience=1", "sign_gauge_margin=0.0", "save_model=True",
-                    "save_model_interval=40", "name=gauge")
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-3000:]
-    info = json.loads((latest_run(root, "matrix_game", "gauge") / "info.json").read_text())
-    flips, share = info["sign_flips"], info["negative_sign_share"]
-    # With no margin, one check of evidence and a fresh mixer (about half its agents mirrored), flips come.
-    assert flips == sorted(flips) and flips[-1] >= 1 and all(0.0 <= x <= 1.0 for x in share), (flips, share)
-    # Every flip is announced on the console, once.
-    assert out.count("sign gauge: agent") == flips[-1], out[-3000:]
-    saved = sorted((root / "results" / "models").glob("gauge__*"))[-1]
-    step = max((p for p in saved.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
-    assert {"agent.th", "agent_sign.th", "nonmono_learner.th"} <= {p.name for p in step.iterdir()}
+    proc = run_main(root, *GAUGE_GAME, "name=gauge_off")
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    trained = sorted((root / "results" / "models").glob("gauge_off__*"))[-1]
+    step = max((p for p in trained.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+    assert "agent_sign.th" not in {p.name for p in step.iterdir()}  # no gauge, no signs
+    # The same Q_tot twice, agent 0 on either side of the mirror: its gain from playing its argmin in one
+    # is its loss in the other, so at the first check exactly one of the two continuations flips it back.
+    mirrored = root / "results" / "mirrored" / step.name
+    mirror_checkpoint(step, mirrored, agent=0, n_agents=2)
+    flipped = {}
+    for label, checkpoint in (("as_trained", trained), ("mirrored", mirrored.parent)):
+        proc = run_main(root, *GAUGE_GAME, *GAUGE_ON, "t_max=200", f"checkpoint_path={checkpoint}", f"name=gauge_{label}")
+        out = proc.stdout + proc.stderr
+        assert proc.returncode == 0, out[-3000:]
+        info = json.loads((latest_run(root, "matrix_game", f"gauge_{label}") / "info.json").read_text())
+        flips, share = info["sign_flips"], info["negative_sign_share"]
+        assert flips == sorted(flips) and all(0.0 <= x <= 1.0 for x in share), (flips, share)
+        assert out.count("sign gauge: agent") == flips[-1], out[-3000:]  # every flip announced, once
+        flipped[label] = "sign gauge: agent 0 changes sides" in out
+        saved = sorted((root / "results" / "models").glob(f"gauge_{label}__*"))[-1]
+        last = max((p for p in saved.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+        assert {"agent.th", "agent_sign.th", "nonmono_learner.th"} <= {p.name for p in last.iterdir()}
+    assert sum(flipped.values()) == 1, flipped
 
 
 BROKEN_ENV = """
