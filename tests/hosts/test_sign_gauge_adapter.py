@@ -128,8 +128,10 @@ PAPER_B = [[12, 0, 10], [0, 0, 10], [10, 10, 10]]
 def test_a_payoff_with_ties_does_not_make_agents_flip_back_and_forth(seed, monkeypatch):
     """Game B: a row and a column of equal entries. A rule that flips on the sign of a difference
     between near-equal Q_tot values, at every check, flips agents back and forth for the whole run;
-    with the gauge's margin, patience and back-off an agent changes sides at most twice."""
-    learner, _ = train_on_matrix_game(PAPER_B, seed, episodes=600, **{**GAUGE, "sign_gauge_interval": 5})
+    with the shipped settings (no margin over the TD error: only the tie floor, patience and back-off)
+    an agent changes sides at most twice."""
+    learner, _ = train_on_matrix_game(PAPER_B, seed, episodes=600, sign_gauge="greedy_flip", sign_gauge_interval=5)
+    assert learner.cfg.sign_gauge_margin == 0.0 and learner.cfg.sign_gauge_patience == 3  # as shipped
     assert max(learner.gauge.flips) <= 2, learner.gauge.flips
     monkeypatch.setattr(gauge_module.GreedyFlipGauge, "required", lambda self, agent: 1)
     naive, _ = train_on_matrix_game(PAPER_B, seed, episodes=600, **{**GAUGE, "sign_gauge_interval": 5,

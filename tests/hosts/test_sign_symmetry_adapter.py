@@ -200,7 +200,7 @@ def _shipped_alg_yamls():
     return sorted((CONFIG / "algs").glob("*.yaml")) + sorted((CONFIG / "hosts" / "epymarl" / "algs").glob("*.yaml"))
 
 
-PAPER_LITERAL = {"mixer_init": "default", "monotonicity_penalty": 0.0, "igm_penalty": 0.0}
+PAPER_LITERAL = {"mixer_init": "default", "monotonicity_penalty": 0.0, "igm_penalty": 0.0, "sign_gauge": "off"}
 
 
 @pytest.mark.parametrize("path", _shipped_alg_yamls(), ids=lambda p: f"{p.parent.parent.name}/{p.name}")

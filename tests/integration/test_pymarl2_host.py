@@ -282,7 +282,7 @@ def mirror_checkpoint(src: Path, dst: Path, agent: int, n_agents: int) -> None:
 
 def test_the_sign_gauge_on_a_real_run_flips_the_mirrored_side_and_checkpoints_the_signs(host):
     root, _ = host
-    proc = run_main(root, *GAUGE_GAME, "name=gauge_off")
+    proc = run_main(root, *GAUGE_GAME, "sign_gauge=off", "name=gauge_off")
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     trained = sorted((root / "results" / "models").glob("gauge_off__*"))[-1]
     step = max((p for p in trained.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
