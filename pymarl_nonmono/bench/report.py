@@ -1017,8 +1017,13 @@ def _band_text(band: str) -> str:
 def _curves_caption(env: EnvReport, metric: str, band: str, too_few: Sequence[str], style: FigureStyle,
                     many: bool) -> str:
     missing = [style.name(row.alg) for row in env.rows if row.n == 0]
+    # A single run has no spread: its curve is drawn without a band, and the caption must not claim one.
+    single = [style.name(c.alg) for c in env.curves if c.n == 1]
+    banded = [c for c in env.curves if c.n > 1 and c.alg not in too_few]
+    band_text = (f"{_band_text(band)}." if banded else "no band.") + (
+        f" No band for {', '.join(single)}: one run." if single and banded else "")
     return (f"{style.name(env.env)}: {style.name(metric)} against environment steps, IQM across "
-            f"{_seeds_text([c.n for c in env.curves])}; {_band_text(band)}." + _band_note(too_few, style)
+            f"{_seeds_text([c.n for c in env.curves])}; {band_text}" + _band_note(too_few, style)
             + (" Grey: the other algorithms." if many else "")
             + (f" No finished run: {', '.join(missing)}." if missing else "")
             + (" Runs not included are listed in report.md." if env.excluded else ""))

@@ -338,6 +338,22 @@ def test_overlaid_curves_have_distinct_colours_outlined_light_bands_and_the_lege
     plt.close(fig)
 
 
+def test_curves_of_one_run_are_drawn_without_a_band_and_the_caption_claims_none():
+    # A first comparison of one seed each (smac_smoke) has no spread to draw; its caption said
+    # "band: 25-75% interquartile range" over curves that had none.
+    plt, PolyCollection = _plotting()
+    fig, caption = rep.curves_figure(plt, _figure_report(2, 1, "iqr").envs[0], METRIC, "iqr")
+    assert not any(isinstance(c, PolyCollection) for c in fig.axes[0].collections)
+    assert "IQM across 1 seed; no band." in caption and "interquartile" not in caption
+    plt.close(fig)
+    mixed = rep.build_report([record("alg0", "m", s, [0, 100], [s, s + 1]) for s in (1, 2, 3)]
+                             + [record("alg1", "m", 1, [0, 100], [0, 1])], METRIC, "files", None, points=20,
+                             band="iqr", reps=200)
+    fig, caption = rep.curves_figure(plt, mixed.envs[0], METRIC, "iqr")
+    assert "band: 25–75% interquartile range across seeds. No band for alg1: one run." in caption
+    plt.close(fig)
+
+
 def test_many_algorithms_are_small_multiples_and_few_seeds_get_no_ci_band_but_a_note():
     plt, PolyCollection = _plotting()
     report = _figure_report(5, 3, "ci")
