@@ -1014,12 +1014,18 @@ def _band_text(band: str) -> str:
             "band: 95% stratified-bootstrap CI of the IQM")
 
 
+def _has_band(curve: Curve, band: str) -> bool:
+    """Whether a learning curve is drawn with its band: never for one run (no spread), and a
+    bootstrap CI only from :data:`MIN_RUNS_FOR_CI` runs."""
+    return curve.n > 1 and (band == "iqr" or curve.n >= MIN_RUNS_FOR_CI)
+
+
 def _curves_caption(env: EnvReport, metric: str, band: str, too_few: Sequence[str], style: FigureStyle,
                     many: bool) -> str:
     missing = [style.name(row.alg) for row in env.rows if row.n == 0]
     # A single run has no spread: its curve is drawn without a band, and the caption must not claim one.
     single = [style.name(c.alg) for c in env.curves if c.n == 1]
-    banded = [c for c in env.curves if c.n > 1 and c.alg not in too_few]
+    banded = [c for c in env.curves if _has_band(c, band)]
     band_text = (f"{_band_text(band)}." if banded else "no band.") + (
         f" No band for {', '.join(single)}: one run." if single and banded else "")
     return (f"{style.name(env.env)}: {style.name(metric)} against environment steps, IQM across "
@@ -1040,7 +1046,7 @@ def curves_figure(plt, env: EnvReport, metric: str, band: str, style: FigureStyl
         colour = _colour(i)
         ax.plot(curve.steps, curve.centre, label=f"{style.name(curve.alg)} (n={curve.n})", linewidth=_width(i),
                 linestyle=_STYLES[i % len(_STYLES)], color=colour)
-        if curve.n > 1 and (band == "iqr" or curve.n >= MIN_RUNS_FOR_CI):
+        if _has_band(curve, band):
             _band(ax, curve.steps, curve.low, curve.high, colour)
         elif curve.n > 1:
             too_few.append(curve.alg)
@@ -1071,7 +1077,7 @@ def _small_multiples(plt, env: EnvReport, metric: str, band: str, style: FigureS
                 ax.plot(other.steps, other.centre, color="0.75", linewidth=0.9)
         colour = _colour(i)
         ax.plot(curve.steps, curve.centre, color=colour, linewidth=1.9)
-        if curve.n > 1 and (band == "iqr" or curve.n >= MIN_RUNS_FOR_CI):
+        if _has_band(curve, band):
             _band(ax, curve.steps, curve.low, curve.high, colour)
         elif curve.n > 1:
             too_few.append(curve.alg)
