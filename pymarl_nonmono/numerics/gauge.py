@@ -137,7 +137,9 @@ def scan_agents(mixer, q: torch.Tensor, states: torch.Tensor, avail: torch.Tenso
 class GreedyFlipGauge:
     """Flip an agent when the learned Q_tot says its argmin beats its greedy action.
 
-    Checked every ``interval`` updates (:meth:`due`). The threshold is ``margin`` times the scale
+    Checked every ``interval`` updates (:meth:`due`) from the first update at ``start`` env steps
+    on: a gauge that starts once exploration has annealed changes which side the agents act on
+    without its flips steering most of what is explored. The threshold is ``margin`` times the scale
     of the TD error of the update (its root mean square): Q_tot is fitted no better than that, so
     a smaller difference between two joint actions is not evidence. An agent is flipped when the
     evidence held at ``patience * 2**k`` consecutive checks, ``k`` its flips so far: a payoff with
@@ -147,18 +149,22 @@ class GreedyFlipGauge:
     the threshold.
     """
 
-    def __init__(self, n_agents: int, interval: int, margin: float, patience: int) -> None:
+    def __init__(self, n_agents: int, interval: int, margin: float, patience: int, start: int = 0) -> None:
         self.n_agents = check_int("n_agents", n_agents, 1)
         self.interval = check_int("sign_gauge_interval", interval, 1)
         self.margin = float(check_range("sign_gauge_margin", margin, low=0.0))
         self.patience = check_int("sign_gauge_patience", patience, 1)
+        self.start = check_int("sign_gauge_start", start, 0)
         self.updates = 0
         self.streak = [0] * self.n_agents
         self.flips = [0] * self.n_agents
         self.last_evidence: list[FlipEvidence] = []  # of the latest check, for the learner's statistics
 
-    def due(self) -> bool:
-        """Counts one update; True when this one is checked."""
+    def due(self, t_env: int) -> bool:
+        """Counts one update at ``t_env`` env steps; True when this one is checked. Updates before
+        ``start`` are not counted: the first one at ``start`` or later is checked."""
+        if t_env < self.start:
+            return False
         self.updates += 1
         return (self.updates - 1) % self.interval == 0
 
@@ -211,7 +217,8 @@ SIGN_GAUGES.register("off", lambda **kwargs: None)
 SIGN_GAUGES.register("greedy_flip", lambda **kwargs: GreedyFlipGauge(**kwargs))
 
 
-def make_sign_gauge(name: str, *, n_agents: int, interval: int, margin: float,
-                    patience: int) -> Optional[GreedyFlipGauge]:
+def make_sign_gauge(name: str, *, n_agents: int, interval: int, margin: float, patience: int,
+                    start: int) -> Optional[GreedyFlipGauge]:
     """The gauge registered as ``name``; ``None`` for ``off``."""
-    return SIGN_GAUGES.get(name)(n_agents=n_agents, interval=interval, margin=margin, patience=patience)
+    return SIGN_GAUGES.get(name)(n_agents=n_agents, interval=interval, margin=margin, patience=patience,
+                                 start=start)

@@ -268,7 +268,15 @@ def test_patience_ties_and_backoff():
 
 def test_checks_come_every_interval_updates():
     gauge = GreedyFlipGauge(2, interval=3, margin=1.0, patience=1)
-    assert [gauge.due() for _ in range(7)] == [True, False, False, True, False, False, True]
+    assert [gauge.due(t) for t in range(7)] == [True, False, False, True, False, False, True]
+
+
+def test_no_check_before_the_start_and_the_interval_counts_from_it():
+    gauge = GreedyFlipGauge(2, interval=3, margin=1.0, patience=1, start=100)
+    assert [gauge.due(t) for t in (0, 40, 99)] == [False] * 3 and gauge.updates == 0
+    assert [gauge.due(t) for t in (105, 110, 120, 130)] == [True, False, False, True]
+    with pytest.raises(ValueError, match="sign_gauge_start"):
+        GreedyFlipGauge(2, interval=3, margin=1.0, patience=1, start=-1)
 
 
 def test_state_round_trip_and_agent_count_check():
@@ -283,11 +291,11 @@ def test_state_round_trip_and_agent_count_check():
 
 def test_registry():
     assert SIGN_GAUGES.names() == ["greedy_flip", "off"]
-    assert make_sign_gauge("off", n_agents=2, interval=1, margin=1.0, patience=1) is None
-    gauge = make_sign_gauge("greedy_flip", n_agents=2, interval=4, margin=0.5, patience=3)
-    assert (gauge.interval, gauge.margin, gauge.patience) == (4, 0.5, 3)
+    assert make_sign_gauge("off", n_agents=2, interval=1, margin=1.0, patience=1, start=0) is None
+    gauge = make_sign_gauge("greedy_flip", n_agents=2, interval=4, margin=0.5, patience=3, start=7)
+    assert (gauge.interval, gauge.margin, gauge.patience, gauge.start) == (4, 0.5, 3, 7)
     with pytest.raises(ValueError, match="did you mean 'greedy_flip'"):
-        make_sign_gauge("greedy_flp", n_agents=2, interval=1, margin=1.0, patience=1)
+        make_sign_gauge("greedy_flp", n_agents=2, interval=1, margin=1.0, patience=1, start=0)
 
 
 def test_joint_actions_helper_is_consistent_with_the_table_mixer():

@@ -72,6 +72,7 @@ class PymarlFamilyLearner:
         self.gauge = make_sign_gauge(
             self.cfg.sign_gauge, n_agents=int(args.n_agents), interval=self.cfg.sign_gauge_interval,
             margin=self.cfg.sign_gauge_margin, patience=self.cfg.sign_gauge_patience,
+            start=self.cfg.sign_gauge_start,
         )
         if self.gauge is not None:
             mac.keep_agent_signs()  # before the target controller is copied from it
@@ -222,7 +223,7 @@ class PymarlFamilyLearner:
     # -- the sign gauge (numerics/gauge.py) ---------------------------------------------
     def _gauge_flips(self, q, ep, td_error, mask_sum, t_env: int) -> list[int]:
         """Agents the gauge flips at this update, judged on up to 256 of its states."""
-        if not self.gauge.due():
+        if not self.gauge.due(t_env):
             return []
         agent_q, states, avail = sample_states(q[:, :-1], ep.state[:, :-1], ep.avail_actions[:, :-1], ep.mask,
                                                GAUGE_STATES, self.gauge_generator)

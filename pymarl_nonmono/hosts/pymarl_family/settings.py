@@ -200,6 +200,7 @@ class LearnerSettings:
     sign_gauge_interval: int
     sign_gauge_margin: float
     sign_gauge_patience: int
+    sign_gauge_start: int
 
     def validate(self) -> None:
         check_choice("mixer", self.mixer, MIXERS.names())
@@ -218,6 +219,7 @@ class LearnerSettings:
         check_int("sign_gauge_interval", self.sign_gauge_interval, 1)
         check_range("sign_gauge_margin", self.sign_gauge_margin, low=0.0)
         check_int("sign_gauge_patience", self.sign_gauge_patience, 1)
+        check_int("sign_gauge_start", self.sign_gauge_start, 0)
         check_int("mixing_embed_dim", self.mixing_embed_dim, 1)
         check_int("hypernet_embed", self.hypernet_embed, 1)
         check_hypernet_layers(self.hypernet_layers)
