@@ -156,17 +156,19 @@ def test_the_learner_logs_the_gauge_and_a_real_mirror_is_flipped():
     assert logger.stats["negative_sign_share"][-1][1] == pytest.approx(float((learner.mac.agent_sign < 0).float().mean()))
 
 
-@pytest.mark.parametrize("start", [0, 300])
+@pytest.mark.parametrize("start", [0, 300, "epsilon_anneal_time"])
 def test_a_gauge_with_a_start_flips_nothing_before_it(start, caplog):
     """The additive game above, where training reaches the mirror image early: with a start, the
-    first flip comes after it, and the mirror is still repaired by the end."""
+    first flip comes after it, and the mirror is still repaired by the end. Named by the exploration
+    key, the start is where epsilon reaches its floor (300 episodes in this miniature)."""
     payoff = [[2, 0, 5], [6, 4, 9], [3, 1, 6]]  # best: (1, 2)
     with caplog.at_level("INFO", logger="pymarl_nonmono.hosts.pymarl_family.learner"):
         learner, _ = train_on_matrix_game(payoff, 3, episodes=600,
                                           **{**GAUGE, "sign_gauge_interval": 5, "sign_gauge_start": start})
     flipped_at = [int(r.getMessage().split("t_env=")[1].split(" ")[0]) for r in caplog.records
                   if "changes sides" in r.getMessage()]
-    assert flipped_at and min(flipped_at) >= start
+    assert learner.gauge.start == (300 if start == "epsilon_anneal_time" else start)
+    assert flipped_at and min(flipped_at) >= learner.gauge.start
     if start == 0:
         assert min(flipped_at) < 300  # so the start of the other case is what holds the flips back
     one = matrix_batch(torch.tensor(payoff, dtype=torch.float32), torch.zeros(1, 2, dtype=torch.long), 3)
@@ -235,6 +237,7 @@ def test_mixers_without_the_symmetry_refuse_the_gauge(mixer):
     (dict(sign_gauge_margin=-0.1), "sign_gauge_margin"),
     (dict(sign_gauge_patience=1.5), "sign_gauge_patience"),
     (dict(sign_gauge_start=-1), "sign_gauge_start"),
+    (dict(sign_gauge_start="epsilon_anneal"), "or 'epsilon_anneal_time'"),
 ])
 def test_bad_gauge_keys_name_the_key(overrides, match):
     with pytest.raises(ConfigError, match=match):

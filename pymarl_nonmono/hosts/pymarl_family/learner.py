@@ -72,7 +72,7 @@ class PymarlFamilyLearner:
         self.gauge = make_sign_gauge(
             self.cfg.sign_gauge, n_agents=int(args.n_agents), interval=self.cfg.sign_gauge_interval,
             margin=self.cfg.sign_gauge_margin, patience=self.cfg.sign_gauge_patience,
-            start=self.cfg.sign_gauge_start,
+            start=self.cfg.gauge_start,
         )
         if self.gauge is not None:
             mac.keep_agent_signs()  # before the target controller is copied from it

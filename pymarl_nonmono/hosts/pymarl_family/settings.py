@@ -21,6 +21,9 @@ from ...numerics.selection import SELECTORS
 from ...numerics.targets import BOOTSTRAPS
 
 OPTIMIZERS = ("adam", "rmsprop")
+#: ``sign_gauge_start`` may name this key instead of a number of env steps: the gauge's checks then
+#: begin when epsilon reaches its floor, and follow the schedule when it is changed.
+GAUGE_START_AT_ANNEAL = "epsilon_anneal_time"
 RND_INPUTS = ("state", "obs")
 
 
@@ -200,7 +203,8 @@ class LearnerSettings:
     sign_gauge_interval: int
     sign_gauge_margin: float
     sign_gauge_patience: int
-    sign_gauge_start: int
+    sign_gauge_start: int | str
+    epsilon_anneal_time: int
 
     def validate(self) -> None:
         check_choice("mixer", self.mixer, MIXERS.names())
@@ -219,7 +223,12 @@ class LearnerSettings:
         check_int("sign_gauge_interval", self.sign_gauge_interval, 1)
         check_range("sign_gauge_margin", self.sign_gauge_margin, low=0.0)
         check_int("sign_gauge_patience", self.sign_gauge_patience, 1)
-        check_int("sign_gauge_start", self.sign_gauge_start, 0)
+        if self.sign_gauge_start != GAUGE_START_AT_ANNEAL:
+            if isinstance(self.sign_gauge_start, str):
+                raise ConfigError(f"sign_gauge_start={self.sign_gauge_start!r}: give a number of env steps (>= 0) "
+                                  f"or {GAUGE_START_AT_ANNEAL!r} (checks begin when epsilon reaches its floor)")
+            check_int("sign_gauge_start", self.sign_gauge_start, 0)
+        check_host_key("epsilon_anneal_time", self.epsilon_anneal_time)
         check_int("mixing_embed_dim", self.mixing_embed_dim, 1)
         check_int("hypernet_embed", self.hypernet_embed, 1)
         check_hypernet_layers(self.hypernet_layers)
@@ -232,6 +241,13 @@ class LearnerSettings:
         for key in ("lr", "grad_norm_clip", "optim_alpha", "optim_eps", "target_update_interval",
                     "learner_log_interval"):
             check_host_key(key, getattr(self, key))
+
+    @property
+    def gauge_start(self) -> int:
+        """Env steps before the sign gauge's first check."""
+        if self.sign_gauge_start == GAUGE_START_AT_ANNEAL:
+            return int(self.epsilon_anneal_time)
+        return int(self.sign_gauge_start)
 
 
 #: What every host's learner and controller read; a host adds its own (PyMARL2: PER).
