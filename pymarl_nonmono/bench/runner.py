@@ -254,6 +254,21 @@ class _Processes:
                 _signal_group(proc, signal.SIGKILL)
 
 
+def share_niceness(pid: int, proc_root: Path = Path("/proc")) -> None:
+    """Give run ``pid``'s scheduling group bench's own niceness.
+
+    A run starts in a session of its own (so that stopping it stops its env workers). On Linux
+    with autogroups, a session is a scheduling group of its own, and the nice value the run
+    inherited only ranks it within that group: ``nice pymarl-nonmono bench`` would leave its runs
+    competing at full weight with every other session. Without autogroups (other kernels, other
+    systems) the inherited nice value applies and there is nothing to do."""
+    niceness = os.nice(0)
+    if niceness <= 0:
+        return
+    with contextlib.suppress(OSError):
+        (proc_root / str(pid) / "autogroup").write_text(str(niceness))
+
+
 def _signal_group(proc: subprocess.Popen, sig: int) -> None:
     # The run's own process group: PyMARL2's parallel runner has child processes.
     with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -369,6 +384,7 @@ def run_one(run: RunSpec, ctx: Context, env_extra: Optional[Mapping[str, str]] =
     with open(log_path, "wb") as out:
         proc = subprocess.Popen([ctx.python, *command], cwd=ctx.host, env=_run_env(ctx, env_extra),
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        share_niceness(proc.pid)
         if processes is not None:
             processes.add(proc)
         try:

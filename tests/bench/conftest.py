@@ -33,7 +33,8 @@ time.sleep(float(open(sleep_file).read() if os.path.exists(sleep_file) else upda
 with open(os.path.join(probe, "%s-%s.json" % (alg, seed)), "w") as f:
     json.dump({"start": start, "end": time.time(), "argv": args,
                "mongo": os.environ.get("PYMARL_NONMONO_MONGO_URL"), "omp": os.environ.get("OMP_NUM_THREADS"),
-               "pygame_banner": os.environ.get("PYGAME_HIDE_SUPPORT_PROMPT")}, f)
+               "pygame_banner": os.environ.get("PYGAME_HIDE_SUPPORT_PROMPT"),
+               "autogroup": open("/proc/self/autogroup").read() if os.path.exists("/proc/self/autogroup") else None}, f)
 if os.path.exists(os.path.join(probe, "refuse-seed%s" % seed)):  # as main.py stops on our start-up check
     print("pymarl-nonmono: cannot run env=sc2: StarCraft II is not installed (test)")
     sys.exit(1)

@@ -389,3 +389,46 @@ def test_bench_shows_the_progress_of_running_runs(cli_host, tmp_path, capsys, mo
                            "--seeds", "1", "--name", "live", "--no-progress")
     assert code == 0
     assert re.search(r"running \(0:00:0\d elapsed\): qmix__one_step_matrix_game__seed1 7/100 steps \(7%\)", out), out
+
+
+def _can_renice_autogroups() -> bool:
+    try:
+        path = Path("/proc/self/autogroup")
+        path.write_text(path.read_text().split("nice")[-1].strip())
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _can_renice_autogroups(),
+                    reason="this kernel has no scheduler autogroups (/proc/self/autogroup) or forbids setting them")
+def test_a_niced_bench_gives_its_runs_its_niceness(fake_host, tmp_path):
+    # Each run is a session of its own, and with autogroups a session is a scheduling group whose
+    # weight its members' inherited nice value does not change: `nice pymarl-nonmono bench` would
+    # otherwise compete at full weight. A niced bench (a child process here: niceness cannot be
+    # undone) runs one fake run that reports its own autogroup.
+    sweep_dir = tmp_path / "sweep"
+    script = f"""
+import os, sys
+os.nice(7)
+from pymarl_nonmono.bench.runner import Context, run_local
+from pymarl_nonmono.bench.spec import build_sweep
+sweep = build_sweep(algs=["qmix"], envs=["one_step_matrix_game"], seeds="1", sets=[], name="t")
+ctx = Context(host={str(fake_host)!r}, sweep_dir={str(sweep_dir)!r}, mongo_db="bench", threads=1)
+run_local(sweep.runs(), ctx, workers=1)
+"""
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
+    assert [r["autogroup"].split()[-1] for r in probes(tmp_path).values()] == ["7"]
+
+
+def test_an_unniced_bench_leaves_the_scheduler_alone(tmp_path, monkeypatch):
+    from pymarl_nonmono.bench.runner import share_niceness
+
+    (tmp_path / "42").mkdir()
+    monkeypatch.setattr(os, "nice", lambda increment: 0)
+    share_niceness(42, proc_root=tmp_path)
+    assert not (tmp_path / "42" / "autogroup").exists()
+    monkeypatch.setattr(os, "nice", lambda increment: 5)
+    share_niceness(42, proc_root=tmp_path)
+    assert (tmp_path / "42" / "autogroup").read_text() == "5"
+    share_niceness(43, proc_root=tmp_path)  # no such process: nothing to do, no error
