@@ -1025,7 +1025,7 @@ def _curves_caption(env: EnvReport, metric: str, band: str, too_few: Sequence[st
     missing = [style.name(row.alg) for row in env.rows if row.n == 0]
     # A single run has no spread: its curve is drawn without a band, and the caption must not claim one.
     single = [style.name(c.alg) for c in env.curves if c.n == 1]
-    banded = [c for c in env.curves if _has_band(c, band)]
+    banded = any(_has_band(c, band) for c in env.curves)
     band_text = (f"{_band_text(band)}." if banded else "no band.") + (
         f" No band for {', '.join(single)}: one run." if single and banded else "")
     return (f"{style.name(env.env)}: {style.name(metric)} against environment steps, IQM across "
