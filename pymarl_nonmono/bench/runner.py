@@ -35,6 +35,9 @@ from .spec import RunSpec
 log = logging.getLogger(__name__)
 
 RUNNING, SUBMITTED, COMPLETED, FAILED, INTERRUPTED = "RUNNING", "SUBMITTED", "COMPLETED", "FAILED", "INTERRUPTED"
+#: What an earlier attempt's record says when it was still RUNNING or SUBMITTED as a new attempt
+#: began: the bench or job that ran it is gone, and nobody recorded its end.
+LOST = "LOST"
 STOP_GRACE_S = 10
 
 
@@ -345,7 +348,10 @@ def _keep_previous_log(log_path: Path, attempt: int) -> Optional[str]:
 
 def _attempt_record(state: Mapping) -> dict:
     keys = ("started", "ended", "status", "error", "sacred_id", "results_dir", "resumed_from", "log", "seconds")
-    return {k: state[k] for k in keys if k in state}
+    record = {k: state[k] for k in keys if k in state}
+    if record.get("status") in (RUNNING, SUBMITTED):
+        record["status"] = LOST
+    return record
 
 
 def run_one(run: RunSpec, ctx: Context, env_extra: Optional[Mapping[str, str]] = None,
