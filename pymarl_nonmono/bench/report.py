@@ -657,13 +657,20 @@ def across_tasks(envs: Sequence[EnvReport], reps: int = stats.BOOTSTRAP_REPS,
     return comparison
 
 
+_NO_INTERVAL = "[no interval: 1 run]"
+
+
 def _est(e) -> str:
     if e is None or math.isnan(e.point):
         return "–"
+    if not e.has_interval:
+        return f"{_num(e.point)} {_NO_INTERVAL}"
     return f"{_num(e.point)} [{_num(e.low)}, {_num(e.high)}]"
 
 
 def _prob(e) -> str:
+    if not e.has_interval:
+        return f"{e.point:.2f} {_NO_INTERVAL}"
     return f"{e.point:.2f} [{e.low:.2f}, {e.high:.2f}]"
 
 
@@ -720,7 +727,8 @@ class Report:
         out = [title, "",
                f"Source: {self.source} ({self.n_runs} runs). Statistics after Agarwal et al. (NeurIPS 2021), computed "
                f"with rliable: interquartile mean (IQM: the mean of the middle 50% of runs), median and mean across "
-               f"seeds, each with a 95% stratified-bootstrap percentile interval ({self.reps} resamples). A run's "
+               f"seeds, each with a 95% stratified-bootstrap percentile interval ({self.reps} resamples; none where an "
+               f"algorithm has a single run, whose every resample is that run). A run's "
                f"**final** performance is its value at the environment's common horizon (the end of its shortest "
                f"finished run); **AUC** is the mean of its learning curve up to there (same unit as the metric). "
                f"Curves: IQM across seeds, band: {self._band_text()}. Only finished runs count; the others are "

@@ -19,6 +19,7 @@ rliable is optional (``pip install rliable 'pandas<3'``) and imported on first u
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass
 from typing import Callable, Iterator, Mapping, Sequence
 
@@ -47,9 +48,26 @@ def rliable():
 
 @dataclass(frozen=True)
 class Estimate:
+    """A statistic and its 95% interval; ``low``/``high`` are NaN where resampling cannot say
+    anything (:data:`MIN_RUNS_FOR_INTERVAL`): a bootstrap of one run has zero width."""
     point: float
     low: float
     high: float
+
+    @property
+    def has_interval(self) -> bool:
+        return not (np.isnan(self.low) or np.isnan(self.high))
+
+
+#: Fewest runs (per task, of every algorithm involved) for which an interval is reported: every
+#: resample of a single run is that run, so its "interval" would be a point posing as a CI.
+MIN_RUNS_FOR_INTERVAL = 2
+
+
+def _estimate(point: float, low: float, high: float, runs: int) -> Estimate:
+    if runs < MIN_RUNS_FOR_INTERVAL:
+        return Estimate(float(point), math.nan, math.nan)
+    return Estimate(float(point), float(low), float(high))
 
 
 def check_scores(scores, name: str) -> np.ndarray:
@@ -144,10 +162,10 @@ def aggregates(scores: Mapping[str, np.ndarray], reps: int = BOOTSTRAP_REPS,
     groups = _shape_groups(arrays)
     point, low, high = _bootstrap(arrays, lambda *xs: _all_statistics(xs, groups), reps, seed)
     out, i = {}, 0
-    for key in keys:
+    for key, arr in zip(keys, arrays):
         out[key] = {}
         for name in STATISTICS:
-            out[key][name] = Estimate(float(point[i]), float(low[i]), float(high[i]))
+            out[key][name] = _estimate(point[i], low[i], high[i], arr.shape[0])
             i += 1
     return out
 
@@ -190,9 +208,10 @@ def improvement_matrix(scores: Mapping[str, np.ndarray], reps: int = BOOTSTRAP_R
     point, low, high = _bootstrap(arrays, lambda *xs: _pair_probabilities(xs, pairs), reps, seed)
     out = {}
     for k, (i, j) in enumerate(pairs):
-        out[(keys[i], keys[j])] = Estimate(float(point[k]), float(low[k]), float(high[k]))
+        runs = min(arrays[i].shape[0], arrays[j].shape[0])
+        out[(keys[i], keys[j])] = _estimate(point[k], low[k], high[k], runs)
         # P(y > x) = 1 - P(x > y) in every replicate, so its interval is the mirror image.
-        out[(keys[j], keys[i])] = Estimate(1.0 - float(point[k]), 1.0 - float(high[k]), 1.0 - float(low[k]))
+        out[(keys[j], keys[i])] = _estimate(1.0 - point[k], 1.0 - high[k], 1.0 - low[k], runs)
     return out
 
 

@@ -113,7 +113,9 @@ def check(report):
     b = rows["B"].final["IQM"]
     assert (b.point, b.low, b.high) == (pytest.approx(6.0), pytest.approx(5.0), pytest.approx(7.0)) and rows["B"].n == 2
     c = rows["C"].final["IQM"]
-    assert (c.point, c.low, c.high) == (pytest.approx(3.0),) * 3 and rows["C"].auc["IQM"].point == pytest.approx(2.0)
+    # One run: its value, and no interval (every resample of one run is that run).
+    assert c.point == pytest.approx(3.0) and not c.has_interval and rows["C"].auc["IQM"].point == pytest.approx(2.0)
+    assert iqm.has_interval and b.has_interval
     notes = {(r.alg, r.seed): r.note for r in m.excluded}
     assert notes[("C", 1)].startswith("superseded by a newer finished run of the same seed")
     assert notes[("C", 1)].endswith("; was unfinished: INTERRUPTED")
@@ -133,7 +135,7 @@ def check(report):
     table = report.table(m)
     assert "| A | 5.000 [2.500, 7.500] | 2.500 [1.250, 3.750] | 3 | 1 failed, 1 finished without test_return_mean |" in table
     assert "| B | 6.000 [5.000, 7.000] | 6.000 [5.000, 7.000] | 2 | 1 superseded, 2 unfinished |" in table
-    assert "| C | 3.000 [3.000, 3.000] | 2.000 [2.000, 2.000] | 1 | 1 superseded |" in table
+    assert "| C | 3.000 [no interval: 1 run] | 2.000 [no interval: 1 run] | 1 | 1 superseded |" in table
     assert "| A | – | – | 0 | 1 failed |" in report.table(envs["n"])
     assert report.overall is None  # only one environment has finished runs
     return table
@@ -159,7 +161,7 @@ def test_file_storage_report(tmp_path):
     assert "| A | – | 0.42 [" in md and f"![performance profile on m](profile_{METRIC}_m.png)" in md
     csvs = {p.name: p.read_text() for p in report.write_csv(tmp_path / "out")}
     assert f"m,A,final,IQM,5.0,2.5,7.5,3,1" in csvs["aggregates.csv"].replace("\r", "")
-    assert "m,B,C,1.0,1.0,1.0" in csvs["probability_of_improvement.csv"].replace("\r", "")
+    assert "m,B,C,1.0,nan,nan" in csvs["probability_of_improvement.csv"].replace("\r", "")  # C has one run
     curves = csvs["curves.csv"].replace("\r", "").splitlines()
     assert curves[0] == "env,algorithm,step,iqm,band_low,band_high,band,runs"
     assert "m,A,0.0,0.0,0.0,0.0,iqr,3" in curves[1:]

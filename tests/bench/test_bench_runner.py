@@ -419,7 +419,8 @@ ctx = Context(host={str(fake_host)!r}, sweep_dir={str(sweep_dir)!r}, mongo_db="b
 run_local(sweep.runs(), ctx, workers=1)
 """
     subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
-    assert [r["autogroup"].split()[-1] for r in probes(tmp_path).values()] == ["7"]
+    expected = min(19, os.nice(0) + 7)  # os.nice adds to the niceness this test itself runs at
+    assert [r["autogroup"].split()[-1] for r in probes(tmp_path).values()] == [str(expected)]
 
 
 def test_an_unniced_bench_leaves_the_scheduler_alone(tmp_path, monkeypatch):

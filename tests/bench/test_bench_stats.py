@@ -68,6 +68,17 @@ def test_improvement_matrix_pairs_mirror_and_stay_in_bounds():
             assert (back.point, back.low, back.high) == pytest.approx((1 - e.point, 1 - e.high, 1 - e.low))
 
 
+def test_one_run_has_a_value_but_no_interval():
+    scores = {"one": np.array([[3.0]]), "two": np.array([[1.0], [5.0]]), "three": np.array([[0.0], [2.0], [4.0]])}
+    est = stats.aggregates(scores, reps=300)
+    assert est["one"]["IQM"].point == 3.0 and not est["one"]["IQM"].has_interval
+    assert all(est[k][name].has_interval for k in ("two", "three") for name in stats.STATISTICS)
+    m = stats.improvement_matrix(scores, reps=300)
+    assert m[("one", "two")].point == 0.5 and m[("one", "three")].point == pytest.approx(2 / 3)
+    assert not any(m[p].has_interval for p in [("one", "two"), ("two", "one"), ("three", "one")])
+    assert m[("two", "three")].has_interval and m[("three", "two")].has_interval
+
+
 @pytest.mark.parametrize("runs", [2, 20])
 def test_bootstrap_interval_contains_the_estimate_and_stays_within_the_data(runs):
     rng = np.random.default_rng(runs)
