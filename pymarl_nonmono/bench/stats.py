@@ -237,7 +237,8 @@ def score_distribution(scores: np.ndarray, taus: np.ndarray) -> np.ndarray:
 
 def performance_profiles(scores: Mapping[str, np.ndarray], taus: np.ndarray, reps: int = BOOTSTRAP_REPS,
                          seed: int = BOOTSTRAP_SEED) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Per key: (profile, low, high) at ``taus`` [K], each [K], with 95% bootstrap bands."""
+    """Per key: (profile, low, high) at ``taus`` [K], each [K], with 95% bootstrap bands (NaN for
+    a key with fewer than :data:`MIN_RUNS_FOR_INTERVAL` runs, as every interval here)."""
     keys = list(scores)
     arrays = [check_scores(scores[k], k) for k in keys]
     taus = np.asarray(taus, dtype=float)
@@ -246,8 +247,14 @@ def performance_profiles(scores: Mapping[str, np.ndarray], taus: np.ndarray, rep
     point, low, high = _bootstrap(arrays, lambda *xs: np.concatenate([score_distribution(x, taus) for x in xs]),
                                   reps, seed)
     k = len(taus)
-    return {key: (point[i * k:(i + 1) * k], low[i * k:(i + 1) * k], high[i * k:(i + 1) * k])
-            for i, key in enumerate(keys)}
+    out = {}
+    for i, (key, arr) in enumerate(zip(keys, arrays)):
+        part = slice(i * k, (i + 1) * k)
+        if arr.shape[0] < MIN_RUNS_FOR_INTERVAL:
+            out[key] = (point[part], np.full(k, np.nan), np.full(k, np.nan))
+        else:
+            out[key] = (point[part], low[part], high[part])
+    return out
 
 
 # --------------------------------------------------------------------------- learning curves

@@ -16,7 +16,7 @@ import pytest
 from pymarl_nonmono import cli
 from pymarl_nonmono.bench import launch
 from pymarl_nonmono.bench.runner import (
-    COMPLETED, FAILED, INTERRUPTED, RUNNING, Context, error_line, identity, plan, read_state, run_local,
+    COMPLETED, FAILED, INTERRUPTED, LOST, RUNNING, Context, error_line, identity, plan, read_state, run_local,
     run_submitit, write_state,
 )
 from pymarl_nonmono.bench.spec import build_sweep
@@ -125,7 +125,7 @@ def test_an_interrupted_run_continues_from_its_last_complete_checkpoint(fake_hos
     (third,) = run_local([run], ctx, workers=1)
     assert third["resumed_from"]["step"] == step + (20 if partial else 30)
     # The record of an attempt whose bench died says so, not RUNNING forever.
-    assert [a["status"] for a in third["attempts"]] == [INTERRUPTED, "LOST"]
+    assert [a["status"] for a in third["attempts"]] == [INTERRUPTED, LOST]
 
 
 def test_a_failed_run_or_one_without_checkpoints_starts_over(fake_host, tmp_path):

@@ -77,6 +77,9 @@ def test_one_run_has_a_value_but_no_interval():
     assert m[("one", "two")].point == 0.5 and m[("one", "three")].point == pytest.approx(2 / 3)
     assert not any(m[p].has_interval for p in [("one", "two"), ("two", "one"), ("three", "one")])
     assert m[("two", "three")].has_interval and m[("three", "two")].has_interval
+    profiles = stats.performance_profiles(scores, np.array([0.5, 2.5]), reps=300)
+    assert list(profiles["one"][0]) == [1.0, 1.0] and np.isnan(profiles["one"][1:]).all()
+    assert not np.isnan(profiles["three"][1:]).any()
 
 
 @pytest.mark.parametrize("runs", [2, 20])
