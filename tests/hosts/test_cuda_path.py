@@ -8,6 +8,7 @@ import torch
 from fake_cuda import FakeCuda, fake_cuda, to_fake_cuda
 from fake_host import RecordingLogger, TinyAgent, make_args, random_batch, scheme
 from pymarl_nonmono.hosts.pymarl_family import diagnostics as diag
+from pymarl_nonmono.hosts.pymarl_family.registration import with_stock_additions
 from pymarl_nonmono.hosts.pymarl2.controller import NonMonoMAC
 from pymarl_nonmono.hosts.pymarl2.learner import NonMonoLearner
 
@@ -75,7 +76,7 @@ def test_stock_learner_diagnostics_on_a_gpu(monkeypatch):
             def forward(self, batch, t):
                 return super().forward(batch, t).cuda()
 
-        learner = diag.with_stock_diagnostics(StockLearner)(CudaMAC(), {}, logger, args())
+        learner = with_stock_additions(StockLearner)(CudaMAC(), {}, logger, args())
         batch = one_step_batch()
         batch.data = {k: to_fake_cuda(v) for k, v in batch.data.items()}
         learner.train(batch, 0, 0)

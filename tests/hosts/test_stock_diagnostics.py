@@ -8,6 +8,7 @@ import torch
 
 from pymarl_nonmono.envs.matrix import resolve_payoff
 from pymarl_nonmono.hosts.pymarl_family import diagnostics as diag
+from pymarl_nonmono.hosts.pymarl_family.registration import with_stock_additions
 
 from fake_host import FakeBatch, RecordingLogger
 from host_modules import imported_from_host
@@ -58,7 +59,7 @@ def args(env="matrix_game", interval=100):
 
 
 def test_stock_learner_logs_payoff_statistics_at_the_log_interval():
-    make = diag.with_stock_diagnostics(StockLearner)
+    make = with_stock_additions(StockLearner)
     logger = RecordingLogger()
     learner = make(FixedMAC(), {}, logger, args())
     for t in (10, 50, 120, 150):
@@ -76,7 +77,7 @@ def test_stock_learner_logs_payoff_statistics_at_the_log_interval():
 
 def test_without_a_known_payoff_a_plain_mixer_gets_the_batch_rates_only():
     logger = RecordingLogger()
-    learner = diag.with_stock_diagnostics(StockLearner)(FixedMAC(), {}, logger, args(env="sc2"))
+    learner = with_stock_additions(StockLearner)(FixedMAC(), {}, logger, args(env="sc2"))
     learner.train(one_step_batch(), 0, 0)
     assert set(logger.stats) == {"igm_violation_rate", "igm_violation_rate_lower_bound",
                                  "negative_mixing_gradient_rate", "worst_greedy_action_rate"}
@@ -115,8 +116,8 @@ def test_mixer_without_q_tot_of_agent_values_is_named_in_a_warning(caplog):
 
 
 def test_wrapping_twice_is_harmless():
-    make = diag.with_stock_diagnostics(StockLearner)
-    assert diag.with_stock_diagnostics(make) is make
+    make = with_stock_additions(StockLearner)
+    assert with_stock_additions(make) is make
 
 
 def test_dueling_q_tot_adds_value_and_advantage():
@@ -215,7 +216,7 @@ def test_dueling_q_tot_equals_the_qplex_learner_on_the_real_mixer(stock_dmaqer):
 
 def test_stock_learner_logs_each_agents_utilities():
     logger = RecordingLogger()
-    learner = diag.with_stock_diagnostics(StockLearner)(FixedMAC(), {}, logger, args())
+    learner = with_stock_additions(StockLearner)(FixedMAC(), {}, logger, args())
     learner.train(one_step_batch(), 0, 0)
     # AGENT_Q row i is agent i's utilities at the game's state; the margins of the paper's Table 1.
     assert {k: v[0][1] for k, v in logger.stats.items() if k.startswith("q_agent_")} == {

@@ -224,16 +224,3 @@ def attach_to_stock_learner(learner, args):
 
     learner.train = train_and_diagnose
     return learner
-
-
-def with_stock_diagnostics(learner_cls):
-    """A host learner-registry entry that builds ``learner_cls`` and attaches the diagnostics."""
-    if getattr(learner_cls, "_nonmono_diagnostics", False):
-        return learner_cls
-
-    def make(mac, scheme, logger, args):
-        return attach_to_stock_learner(learner_cls(mac, scheme, logger, args), args)
-
-    make._nonmono_diagnostics = True
-    make.__name__ = getattr(learner_cls, "__name__", "learner")
-    return make

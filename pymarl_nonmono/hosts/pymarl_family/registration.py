@@ -33,17 +33,33 @@ def register_learning(
     mac_cls: type,
 ) -> None:
     """Put ``learner_cls`` / ``mac_cls`` / our selector into the host's registries, and give
-    every stock learner our IGM diagnostics so stock runs log the same tables as ours."""
-    from .diagnostics import with_stock_diagnostics
+    every stock learner what :func:`with_stock_additions` adds."""
     from .selectors import HostSelector
 
     for name, cls in list(learners.items()):
         if name != LEARNER:
-            learners[name] = with_stock_diagnostics(cls)
+            learners[name] = with_stock_additions(cls)
     learners[LEARNER] = learner_cls
     controllers[MAC] = mac_cls
     # setdefault: a host that someday ships its own "softmax" keeps it.
     selectors.setdefault(SELECTOR, HostSelector)
+
+
+def with_stock_additions(learner_cls):
+    """A host learner-registry entry that builds ``learner_cls`` with our IGM diagnostics (stock
+    runs log the same tables as ours) and complete checkpoints (a resumed stock run continues
+    every network it trains)."""
+    if getattr(learner_cls, "_nonmono_stock", False):
+        return learner_cls
+    from .diagnostics import attach_to_stock_learner
+    from .stock_checkpoint import complete_checkpoints
+
+    def make(mac, scheme, logger, args):
+        return attach_to_stock_learner(complete_checkpoints(learner_cls(mac, scheme, logger, args)), args)
+
+    make._nonmono_stock = True
+    make.__name__ = getattr(learner_cls, "__name__", "learner")
+    return make
 
 
 def register_runners(runners: MutableMapping[str, type]) -> None:
