@@ -149,7 +149,7 @@ def _add_report_parser(sub, path_help: str) -> None:
                     "and area under the curve as IQM, median and mean with 95% stratified-bootstrap CIs, the "
                     "probability of improvement of every pair of algorithms and performance profiles (rliable; pooled "
                     "over environments too when there are several): report.md, CSV tables, PNG figures. Failed and "
-                    "unfinished runs are listed, never counted. Needs rliable: pip install rliable 'pandas<3'.")
+                    "unfinished runs are listed, never counted (unfinished ones do with --include-unfinished). Needs rliable: pip install rliable 'pandas<3'.")
     _add_source_arguments(p, path_help)
     p.add_argument("--metric", metavar="NAME",
                    help="statistic to plot (default: test_battle_won_mean where recorded, else test_return_mean)")
@@ -160,6 +160,10 @@ def _add_report_parser(sub, path_help: str) -> None:
                         "the 95%% bootstrap CI of the IQM (ci)")
     p.add_argument("--reps", type=int, default=2000, metavar="N", help="bootstrap resamples (default: 2000)")
     p.add_argument("--pdf", action="store_true", help="also write every figure as PDF")
+    p.add_argument("--include-unfinished", action="store_true",
+                   help="a progress report of a sweep still under way: a seed without a finished run counts by its "
+                        "latest unfinished attempt (stopped, running or silent; never a failed one), marked as such in "
+                        "every table and figure caption; the common horizon is then the shortest of all these runs")
     p.add_argument("--label", action="append", default=[], metavar="NAME=TEXT",
                    help="show algorithm, environment or metric NAME as TEXT in the figures (repeatable), "
                         "e.g. --label nonmono_qmix_rnd='Non-monotonic QMIX'")
@@ -540,7 +544,7 @@ def _report(args, path: str) -> int:
         _out(note)
     style = _figure_style(args)
     report = build_report(records, metric, where, args.sweep, args.points, band=args.band, reps=args.reps,
-                          lower=args.lower, note=note)
+                          lower=args.lower, note=note, include_unfinished=args.include_unfinished)
     out_dir = Path(args.out or f"report-{args.sweep or 'all'}")
     figures = plot(report, out_dir, pdf=args.pdf, style=style)
     tables = report.write_csv(out_dir)
@@ -551,6 +555,8 @@ def _report(args, path: str) -> int:
         _out(report.table(env))
         if env.comparison is not None and len(env.comparison.scores) > 1:
             _out(report.improvement_table(env.comparison))
+        for line in env.unfinished:
+            _out(f"  not finished, included: {line}")
         for r in env.excluded:
             _out(f"  not included: {r.label()}: {r.note}")
     if report.overall is not None:

@@ -15,7 +15,11 @@ run's final performance and AUC are taken at the common horizon of the environme
 shortest included run) so that all algorithms are compared over the same steps.
 
 Only finished runs (Sacred status COMPLETED) that record the metric count; failed,
-unfinished and superseded runs are listed with their reason, never averaged in.
+unfinished and superseded runs are listed with their reason, never averaged in. A study that
+runs for days can be looked at before it ends with ``include_unfinished``: then the latest
+attempt of each seed that has no finished run counts too (stopped, still running or gone
+silent, never failed), marked as unfinished wherever it appears, and the common horizon is
+the last test of the shortest of all of them.
 """
 
 from __future__ import annotations
@@ -110,6 +114,7 @@ class RunRecord:
     continued_from: Optional["RunRecord"] = None  # that attempt, once found (join_resumed)
     continued_by: Optional["RunRecord"] = None
     joined: set[str] = field(default_factory=set)  # series already joined with the earlier attempt's
+    unfinished: str = ""           # included although not finished (include_unfinished): why, as a note
 
     def label(self) -> str:
         return f"{self.alg} seed {self.seed}" if self.seed is not None else f"{self.alg} ({self.ref})"
@@ -412,6 +417,7 @@ class Row:
     finals: np.ndarray             # [R] final performance of each included run
     aucs: np.ndarray               # [R] area under its curve (mean of the curve)
     excluded: list[RunRecord]
+    unfinished: list = field(default_factory=list)  # seeds among ``seeds`` whose run has not finished
     final: dict = field(default_factory=dict)   # statistic name -> stats.Estimate
     auc: dict = field(default_factory=dict)
 
@@ -444,6 +450,8 @@ class EnvReport:
     excluded: list[RunRecord]
     png: Optional[str] = None
     resumed: list[str] = field(default_factory=list)  # included runs made of several attempts, as text
+    unfinished: list[str] = field(default_factory=list)  # included runs not finished yet, as text
+    runs: list[RunRecord] = field(default_factory=list)  # the included runs
     comparison: Optional[Comparison] = None
 
 
@@ -477,16 +485,20 @@ def join_resumed(records: Sequence[RunRecord]) -> None:
             r.metric_names |= earlier.metric_names
 
 
-def classify(records: Sequence[RunRecord], metric: str, now: Optional[_dt.datetime] = None) -> tuple[list, list]:
+def classify(records: Sequence[RunRecord], metric: str, now: Optional[_dt.datetime] = None,
+             include_unfinished: bool = False) -> tuple[list, list]:
     """(included, excluded): finished runs with the metric, and the others with ``note`` set.
 
     A resumed run is one run: its earlier attempts are joined into it (:func:`join_resumed`) and
-    listed as continued, not as unfinished."""
+    listed as continued, not as unfinished. With ``include_unfinished``, a seed with no finished
+    run is represented by its newest unfinished attempt that logged the metric (``unfinished``
+    says why it is not finished); failed runs stay out."""
     now = now or _dt.datetime.utcnow()
     join_resumed(records)
     included, excluded = [], []
     for r in records:
         r.note = ""  # decided afresh for this metric: a record may be classified once per metric
+        r.unfinished = ""
         if r.continued_by is not None:
             later = r.continued_by
             r.note = (f"continued: its steps up to {later.resume_step:,} are the start of the resumed run "
@@ -528,9 +540,35 @@ def classify(records: Sequence[RunRecord], metric: str, now: Optional[_dt.dateti
         if (finished is not None and finished is not r and r.started is not None and finished.started is not None
                 and r.started < finished.started and not r.note.startswith(("superseded", "continued"))):
             r.note = f"superseded by a newer finished run of the same seed ({finished.ref}); was {r.note}"
+    if include_unfinished:
+        included += _latest_unfinished(excluded, metric, set(newest))
+        excluded = [r for r in excluded if not r.unfinished]
     kept = [r for r in included if not r.note]
     check_same_settings(kept)
     return kept, excluded
+
+
+def _latest_unfinished(excluded: Sequence[RunRecord], metric: str, finished: set) -> list[RunRecord]:
+    """The newest unfinished attempt of each seed without a finished run (``finished``: the
+    (env, alg, seed) that have one), with ``unfinished`` set and ``note`` cleared; an older
+    unfinished attempt of the same seed gets a note saying so."""
+    open_runs = [r for r in excluded if r.note.startswith("unfinished") and r.series.get(metric) is not None
+                 and len(r.series[metric][0]) and (r.env, r.alg, r.seed) not in finished]
+    newest: dict[tuple, RunRecord] = {}
+    chosen = []
+    for r in sorted(open_runs, key=lambda r: r.started or ""):
+        if r.seed is None:
+            chosen.append(r)
+            continue
+        key = (r.env, r.alg, r.seed)
+        if key in newest:
+            newest[key].note = f"superseded by a newer unfinished run of the same seed ({r.ref}); was {newest[key].note}"
+        newest[key] = r
+    for r in chosen + list(newest.values()):
+        last = float(r.series[metric][0].max())
+        r.unfinished = f"{r.note.removeprefix('unfinished: ')}, last logged at step {last:,.0f}"
+        r.note = ""
+    return chosen + list(newest.values())
 
 
 def _interp(record: RunRecord, metric: str, grid: np.ndarray) -> np.ndarray:
@@ -583,8 +621,11 @@ def env_report(env: str, metric: str, included: Sequence[RunRecord], excluded: S
         vals = np.stack([_interp(r, metric, at) for r in runs])
         finals = vals[:, -1]
         aucs = (np.sum((vals[:, 1:] + vals[:, :-1]) * np.diff(at), axis=1) / 2.0 / width) if width > 0 else finals.copy()
-        rows.append(Row(alg, [r.seed for r in runs], finals, aucs, gone))
-    return EnvReport(env, metric, curves, rows, (start, common_end), list(excluded), resumed=_resumed_text(included))
+        rows.append(Row(alg, [r.seed for r in runs], finals, aucs, gone, [r.seed for r in runs if r.unfinished]))
+    return EnvReport(env, metric, curves, rows, (start, common_end), list(excluded), resumed=_resumed_text(included),
+                     runs=sorted(included, key=lambda r: (r.alg, _seed_key(r.seed))),
+                     unfinished=[f"{r.label()}: {r.unfinished} ({r.ref})"
+                                 for r in sorted(included, key=lambda r: (r.alg, _seed_key(r.seed))) if r.unfinished])
 
 
 def _resumed_text(included: Sequence[RunRecord]) -> list[str]:
@@ -648,7 +689,7 @@ def across_tasks(envs: Sequence[EnvReport], reps: int = stats.BOOTSTRAP_REPS,
         for e, row in zip(envs, rows):
             if row.n > r:
                 dropped.append(f"{alg} on {e.env}: seeds {', '.join(str(s) for s in row.seeds[r:])} "
-                               f"(only {r} finished runs on another environment)")
+                               f"(only {r} runs counted on another environment)")
         scores[alg] = np.stack([row.finals[:r] for row in rows], axis=1)
     if not scores:
         return None
@@ -685,12 +726,14 @@ class Report:
     reps: int = stats.BOOTSTRAP_REPS
     overall: Optional[Comparison] = None
     note: str = ""
+    include_unfinished: bool = False  # a progress report: unfinished runs count, marked
 
     def table(self, env: EnvReport) -> str:
         """Final performance and AUC: IQM [95% bootstrap CI] across seeds, seeds, runs not included."""
         head = (f"| algorithm | final {self.metric}: IQM [95% CI] | AUC: IQM [95% CI] | seeds | not included |\n"
                 "|---|---|---|---|---|\n")
-        lines = [f"| {row.alg} | {_est(row.final.get('IQM'))} | {_est(row.auc.get('IQM'))} | {row.n} | "
+        lines = [f"| {row.alg} | {_est(row.final.get('IQM'))} | {_est(row.auc.get('IQM'))} | "
+                 f"{row.n}{f' ({len(row.unfinished)} unfinished)' if row.unfinished else ''} | "
                  f"{_count_notes(row.excluded)} |" for row in env.rows]
         return head + "\n".join(lines) + "\n"
 
@@ -718,6 +761,17 @@ class Report:
                  for alg, s in comparison.scores.items()]
         return head + "\n".join(lines) + "\n"
 
+    @property
+    def _counted(self) -> str:
+        return "included" if self.include_unfinished else "finished"
+
+    def _counting_text(self) -> str:
+        if not self.include_unfinished:
+            return "Only finished runs count; the others are listed under each table."
+        return ("**Progress report** (`--include-unfinished`): runs not finished yet count too, each seed by its "
+                "latest attempt, so the values are those of training in progress and will change. They are marked "
+                "in the seeds column and listed under each table; failed runs never count.")
+
     def _band_text(self) -> str:
         return ("25–75% interquartile range across seeds" if self.band == "iqr" else
                 f"95% stratified-bootstrap CI of the IQM ({self.reps} resamples)")
@@ -730,18 +784,18 @@ class Report:
                f"seeds, each with a 95% stratified-bootstrap percentile interval ({self.reps} resamples; none where an "
                f"algorithm has a single run, whose every resample is that run). A run's "
                f"**final** performance is its value at the environment's common horizon (the end of its shortest "
-               f"finished run); **AUC** is the mean of its learning curve up to there (same unit as the metric). "
-               f"Curves: IQM across seeds, band: {self._band_text()}. Only finished runs count; the others are "
-               f"listed under each table.", ""] + ([self.note, ""] if self.note else [])
+               f"{self._counted} run); **AUC** is the mean of its learning curve up to there (same unit as the metric). "
+               f"Curves: IQM across seeds, band: {self._band_text()}. " + self._counting_text(), ""]
+        out += [self.note, ""] if self.note else []
         for env in self.envs:
             out += [f"## {env.env}", ""]
             if env.png:
                 out += [f"![{self.metric} on {env.env}]({Path(env.png).name})", ""]
             start, end = env.horizon
             if math.isnan(end):
-                out += ["No finished run records this metric here.", ""]
+                out += [f"No {self._counted} run records this metric here.", ""]
             else:
-                out += [f"Final value at step {end:,.0f}, the common horizon (the shortest finished run here); "
+                out += [f"Final value at step {end:,.0f}, the common horizon (the shortest {self._counted} run here); "
                         f"AUC over steps {start:,.0f}–{end:,.0f}.", ""]
             out += [self.table(env)]
             if any(row.n for row in env.rows):
@@ -752,6 +806,9 @@ class Report:
                         "", self.improvement_table(env.comparison)]
             if env.comparison is not None and env.comparison.png:
                 out += [f"![performance profile on {env.env}]({Path(env.comparison.png).name})", ""]
+            if env.unfinished:
+                out += ["Not finished, included with their values up to their last test:", ""]
+                out += [f"- {line}" for line in env.unfinished] + [""]
             if env.resumed:
                 out += ["Resumed after an interruption (each one run, its attempts joined at the checkpoint's step):", ""]
                 out += [f"- {line}" for line in env.resumed] + [""]
@@ -781,8 +838,9 @@ class Report:
             yield "all", self.overall
 
     def write_csv(self, out_dir: Path) -> list[Path]:
-        """aggregates.csv, probability_of_improvement.csv, performance_profiles.csv and curves.csv
-        (the learning curves as plotted) in ``out_dir``."""
+        """aggregates.csv, probability_of_improvement.csv, performance_profiles.csv, curves.csv
+        (the learning curves as plotted) and runs.csv (each included run's values as logged, attempts
+        joined) in ``out_dir``."""
         out_dir.mkdir(parents=True, exist_ok=True)
         agg = [("scope", "algorithm", "quantity", "statistic", "estimate", "ci_low", "ci_high", "runs", "tasks")]
         for env in self.envs:
@@ -807,9 +865,16 @@ class Report:
             for c in env.curves:
                 curves += [(env.env, c.alg, step, centre, low, high, self.band, c.n)
                            for step, centre, low, high in zip(c.steps, c.centre, c.low, c.high)]
+        runs = [("env", "algorithm", "seed", "finished", "step", "value")]
+        for env in self.envs:
+            for r in env.runs:
+                steps, values = r.series[self.metric]
+                order = np.argsort(steps, kind="stable")
+                runs += [(env.env, r.alg, r.seed, not r.unfinished, int(steps[i]) if float(steps[i]).is_integer()
+                          else float(steps[i]), float(values[i])) for i in order]
         paths = []
         for name, table in (("aggregates.csv", agg), ("probability_of_improvement.csv", poi),
-                            ("performance_profiles.csv", prof), ("curves.csv", curves)):
+                            ("performance_profiles.csv", prof), ("curves.csv", curves), ("runs.csv", runs)):
             path = out_dir / name
             with path.open("w", newline="", encoding="utf-8") as f:
                 csv.writer(f).writerows(table)
@@ -839,15 +904,17 @@ def _fmt(stat: tuple[float, float, int]) -> str:
 
 def build_report(records: Sequence[RunRecord], metric: str, source: str, sweep: Optional[str],
                  points: int = DEFAULT_POINTS, band: str = "iqr", reps: int = stats.BOOTSTRAP_REPS,
-                 seed: int = stats.BOOTSTRAP_SEED, lower: Optional[bool] = None, note: str = "") -> Report:
+                 seed: int = stats.BOOTSTRAP_SEED, lower: Optional[bool] = None, note: str = "",
+                 include_unfinished: bool = False) -> Report:
     """``lower``: whether lower values of ``metric`` are better (default: :data:`LOWER_IS_BETTER`);
-    ``note``: a sentence for the top of the Markdown (e.g. why this metric was chosen)."""
+    ``note``: a sentence for the top of the Markdown (e.g. why this metric was chosen);
+    ``include_unfinished``: a progress report, see :func:`classify`."""
     if not records:
         raise ReportError(f"no runs{' of sweep ' + repr(sweep) if sweep else ''} in {source}")
     if band not in stats.BANDS:
         raise ReportError(f"band must be one of {', '.join(stats.BANDS)}, got {band!r}")
     stats.rliable()  # fail before any work when the statistics cannot be computed
-    included, excluded = classify(records, metric)
+    included, excluded = classify(records, metric, include_unfinished=include_unfinished)
     envs = []
     for env in sorted({r.env for r in records}):
         report = env_report(env, metric, [r for r in included if r.env == env], [r for r in excluded if r.env == env],
@@ -855,7 +922,8 @@ def build_report(records: Sequence[RunRecord], metric: str, source: str, sweep: 
         add_statistics(report, band, reps, seed, lower_is_better(metric, lower))
         envs.append(report)
     return Report(metric, source, sweep, envs, len(records), band, reps,
-                  across_tasks(envs, reps, seed, lower_is_better(metric, lower)), note=note)
+                  across_tasks(envs, reps, seed, lower_is_better(metric, lower)), note=note,
+                  include_unfinished=include_unfinished)
 
 
 # --------------------------------------------------------------------------- plots
@@ -1039,6 +1107,8 @@ def _curves_caption(env: EnvReport, metric: str, band: str, too_few: Sequence[st
     return (f"{style.name(env.env)}: {style.name(metric)} against environment steps, IQM across "
             f"{_seeds_text([c.n for c in env.curves])}; {band_text}" + _band_note(too_few, style)
             + (" Grey: the other algorithms." if many else "")
+            + (f" Not finished yet: {len(env.unfinished)} of these runs (their curves end at their last test)."
+               if env.unfinished else "")
             + (f" No finished run: {', '.join(missing)}." if missing else "")
             + (" Runs not included are listed in report.md." if env.excluded else ""))
 

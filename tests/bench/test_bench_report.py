@@ -267,7 +267,7 @@ def test_two_seeds_of_a_bounded_metric_keep_the_band_inside_and_tasks_pool(band)
     assert y["A"].final["IQM"].point == pytest.approx(12.0) and y["B"].final["IQM"].point == pytest.approx(6.0)
     overall = report.overall
     assert overall is not None and overall.scores["A"].shape == (2, 2) and overall.scores["B"].shape == (2, 2)
-    assert overall.dropped == ["A on x: seeds 3 (only 2 finished runs on another environment)"]
+    assert overall.dropped == ["A on x: seeds 3 (only 2 runs counted on another environment)"]
     # A: x (0, 12), y (12, 12); B: x (12, 12), y (12, 0): P(A > B) per task 0.25 and 0.75.
     assert overall.improvement[("A", "B")].point == pytest.approx(0.5)
     md = report.markdown()
@@ -480,3 +480,57 @@ def test_a_resumed_run_is_one_run_joined_at_its_checkpoint(tmp_path):
     text = rep.build_report(records, METRIC, "FileStorage", "s").markdown()
     assert "Resumed after an interruption" in text and "resumed from its checkpoint at step 400" in text
     assert "unfinished" not in text
+
+
+def test_a_progress_report_counts_the_latest_unfinished_attempt_of_each_seed_and_marks_it(tmp_path):
+    steps = [0, 100, 200, 300]
+    runs = [
+        run("A", 1, steps, lin(1, steps)),
+        run("A", 2, [0, 50], [9, 9], status="INTERRUPTED", start="2026-01-01T00:00:00"),  # re-run from scratch...
+        run("A", 2, [0, 100, 200], lin(2, [0, 100, 200]), status="INTERRUPTED", start="2026-01-02T00:00:00"),
+        run("A", 3, [0, 100], [0, 1], status="FAILED", fail="RuntimeError: boom"),
+        run("B", 1, steps, [5] * 4),
+        run("B", 1, [0, 50], [0, 0], status="INTERRUPTED", start="2026-01-05T00:00:00"),  # after B 1 finished
+        run("B", 2, [0, 100, 150], [7, 7, 7], status="RUNNING"),
+    ]
+    root = tmp_path / "sacred"
+    for i, r in enumerate(runs, 1):
+        folder = root / r["env"] / r["alg"] / str(i)
+        folder.mkdir(parents=True)
+        (folder / "config.json").write_text(json.dumps(config(r)))
+        (folder / "run.json").write_text(json.dumps({"status": r["status"], "start_time": r["start"],
+                                                     "heartbeat": r["heartbeat"]}))
+        (folder / "metrics.json").write_text(json.dumps({METRIC: {"steps": r["steps"], "values": r["values"]}}))
+    records = rep.load_file_storage([root], "s")
+
+    included, _ = rep.classify(records, METRIC)
+    assert sorted((r.alg, r.seed) for r in included) == [("A", 1), ("B", 1)]
+    included, excluded = rep.classify(records, METRIC, include_unfinished=True)
+    assert sorted((r.alg, r.seed, r.started[:10]) for r in included) == [
+        ("A", 1, "2026-01-01"), ("A", 2, "2026-01-02"), ("B", 1, "2026-01-01"), ("B", 2, "2026-01-01")]
+    notes = {(r.alg, r.seed, r.status): r.note for r in excluded}
+    assert notes[("A", 2, "INTERRUPTED")].startswith("superseded by a newer unfinished run of the same seed")
+    assert notes[("A", 3, "FAILED")].startswith("failed")
+    assert notes[("B", 1, "INTERRUPTED")] == "unfinished: INTERRUPTED"  # the finished run of its seed counts
+
+    needs_rliable()
+    report = rep.build_report(records, METRIC, "files", "s", include_unfinished=True)
+    (env,) = report.envs
+    assert env.horizon == (0.0, 150.0)  # the last test of the shortest run, an unfinished one
+    rows = {row.alg: row for row in env.rows}
+    assert rows["A"].seeds == [1, 2] and rows["A"].unfinished == [2]
+    assert list(rows["A"].finals) == pytest.approx([1.5, 3.0]) and list(rows["B"].finals) == pytest.approx([5, 7])
+    assert env.unfinished[0].startswith("A seed 2: INTERRUPTED, last logged at step 200 (")
+    assert env.unfinished[1].startswith("B seed 2: still running, last logged at step 150 (")
+    md = report.markdown()
+    assert "**Progress report**" in md and "Only finished runs count" not in md
+    assert "| 2 (1 unfinished) |" in report.table(env) and "the shortest included run here" in md
+    assert "Not finished, included with their values up to their last test:" in md
+    csv_rows = {p.name: p.read_text() for p in report.write_csv(tmp_path / "out")}["runs.csv"].replace("\r", "").splitlines()
+    assert csv_rows[0] == "env,algorithm,seed,finished,step,value"
+    assert "m,A,2,False,200,4.0" in csv_rows and "m,A,1,True,300,3.0" in csv_rows
+    assert not any(line.startswith("m,A,3,") for line in csv_rows)  # failed: never counted
+
+    finished_only = rep.build_report(records, METRIC, "files", "s")
+    assert finished_only.envs[0].horizon == (0.0, 300.0) and "Only finished runs count" in finished_only.markdown()
+    assert "unfinished" not in finished_only.table(finished_only.envs[0]).split("|")[8]
