@@ -404,10 +404,16 @@ class Curve:
     centre: Optional[np.ndarray] = None   # [P] IQM across runs
     low: Optional[np.ndarray] = None      # [P] lower edge of the band
     high: Optional[np.ndarray] = None     # [P] upper edge of the band
+    unfinished: int = 0                   # how many of its runs have not finished
 
     @property
     def n(self) -> int:
         return int(self.values.shape[0])
+
+    @property
+    def legend(self) -> str:
+        """Its number of runs, and of unfinished ones: a figure may travel without its caption."""
+        return f"n={self.n}" + (f", {self.unfinished} unfinished" if self.unfinished else "")
 
 
 @dataclass
@@ -615,7 +621,8 @@ def env_report(env: str, metric: str, included: Sequence[RunRecord], excluded: S
             continue
         end = max(start, min(_span(r, metric)[1] for r in runs))
         steps = np.union1d(grid[grid <= end], [end])
-        curves.append(Curve(alg, steps, np.stack([_interp(r, metric, steps) for r in runs]), [r.seed for r in runs], gone))
+        curves.append(Curve(alg, steps, np.stack([_interp(r, metric, steps) for r in runs]), [r.seed for r in runs], gone,
+                            unfinished=sum(1 for r in runs if r.unfinished)))
         # Final performance of a run: its curve at the environment's common horizon, so that
         # every algorithm is compared at the same step; AUC: the mean of its curve up to there.
         vals = np.stack([_interp(r, metric, at) for r in runs])
@@ -1122,7 +1129,7 @@ def curves_figure(plt, env: EnvReport, metric: str, band: str, style: FigureStyl
     too_few = []
     for i, curve in enumerate(env.curves):
         colour = _colour(i)
-        ax.plot(curve.steps, curve.centre, label=f"{style.name(curve.alg)} (n={curve.n})", linewidth=_width(i),
+        ax.plot(curve.steps, curve.centre, label=f"{style.name(curve.alg)} ({curve.legend})", linewidth=_width(i),
                 linestyle=_STYLES[i % len(_STYLES)], color=colour)
         if _has_band(curve, band):
             _band(ax, curve.steps, curve.low, curve.high, colour)
@@ -1159,7 +1166,7 @@ def _small_multiples(plt, env: EnvReport, metric: str, band: str, style: FigureS
             _band(ax, curve.steps, curve.low, curve.high, colour)
         elif curve.n > 1:
             too_few.append(curve.alg)
-        ax.set_title(f"{style.name(curve.alg)} (n={curve.n})", fontsize=9, color=colour)
+        ax.set_title(f"{style.name(curve.alg)} ({curve.legend})", fontsize=9, color=colour)
         ax.grid(alpha=0.3)
         if i % cols == 0:
             ax.set_ylabel(style.name(metric), fontsize=8)

@@ -520,6 +520,7 @@ def test_a_progress_report_counts_the_latest_unfinished_attempt_of_each_seed_and
     rows = {row.alg: row for row in env.rows}
     assert rows["A"].seeds == [1, 2] and rows["A"].unfinished == [2]
     assert list(rows["A"].finals) == pytest.approx([1.5, 3.0]) and list(rows["B"].finals) == pytest.approx([5, 7])
+    assert {c.alg: c.legend for c in env.curves} == {"A": "n=2, 1 unfinished", "B": "n=2, 1 unfinished"}
     assert env.unfinished[0].startswith("A seed 2: INTERRUPTED, last logged at step 200 (")
     assert env.unfinished[1].startswith("B seed 2: still running, last logged at step 150 (")
     md = report.markdown()
@@ -533,4 +534,5 @@ def test_a_progress_report_counts_the_latest_unfinished_attempt_of_each_seed_and
 
     finished_only = rep.build_report(records, METRIC, "files", "s")
     assert finished_only.envs[0].horizon == (0.0, 300.0) and "Only finished runs count" in finished_only.markdown()
+    assert [c.legend for c in finished_only.envs[0].curves] == ["n=1", "n=1"]
     assert "unfinished" not in finished_only.table(finished_only.envs[0]).split("|")[8]
