@@ -54,8 +54,9 @@ def one_step_batch(b=2):
                       "terminated": torch.tensor([[1], [0]]).expand(b, 2, 1)}, b, 2)
 
 
-def args(env="matrix_game", interval=100):
-    return SimpleNamespace(env=env, env_args={"preset": "qtran"}, learner_log_interval=interval, seed=0)
+def args(env="matrix_game", interval=100, output="q"):
+    return SimpleNamespace(env=env, env_args={"preset": "qtran"}, learner_log_interval=interval, seed=0,
+                           agent_output_type=output)
 
 
 def test_stock_learner_logs_payoff_statistics_at_the_log_interval():
@@ -248,3 +249,15 @@ def test_utilities_are_logged_up_to_the_size_cap(n_actions, logged):
 def test_utilities_must_have_one_row_per_agent_of_the_payoff():
     with pytest.raises(ValueError, match=r"agent_q has shape \[2, 3\], expected \[3, \*\]"):
         diag.payoff_stats(VDNMixer(), AGENT_Q, torch.ones(1), torch.ones(2, 3), torch.zeros(3, 3, 3))
+
+
+@pytest.mark.parametrize("output", ["pi_logits", None])
+def test_a_learner_whose_agents_output_policies_gets_no_igm_diagnostics(output, caplog):
+    # PyMARL2's VMIX: a QMIX mixer over critic values, a controller that returns (policy, value).
+    config = args(output=output)
+    if output is None:
+        del config.agent_output_type
+    with caplog.at_level(logging.INFO):
+        learner = with_stock_additions(StockLearner)(FixedMAC(), {}, RecordingLogger(), config)
+    assert learner.train.__func__ is StockLearner.train
+    assert "not Q-values" in caplog.text and ("pi_logits" if output else "not set") in caplog.text

@@ -239,6 +239,17 @@ def test_stock_learner_on_matrix_game_records_payoff_diagnostics(host, alg, name
         assert set(info["negative_mixing_gradient_rate"]) == set(info["igm_violation_rate"]) == {0.0}
 
 
+def test_a_policy_gradient_learner_with_a_qmix_mixer_trains_without_igm_diagnostics(host):
+    # VMIX: PyMARL2's QMIX mixer over critic values, a controller that returns (policy, value);
+    # reading its outputs as Q-values stopped the run at its first update.
+    root, _ = host
+    proc = run_main(root, "--config=vmix", "--env-config=one_step_matrix_game", "with", *SHORT, "runner=episode",
+                    "batch_size_run=1", "name=vmix")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    info = json.loads((latest_run(root, "one_step_matrix_game", "vmix") / "info.json").read_text())
+    assert "coma_loss" in info and "igm_violation_rate" not in info, sorted(info)  # it trained; no diagnostics
+
+
 @pytest.mark.parametrize("runner", ["parallel", "episode"])
 def test_sign_symmetry_options_diagnostics_and_joint_greedy_tests_on_a_real_run(host, runner):
     root, _ = host

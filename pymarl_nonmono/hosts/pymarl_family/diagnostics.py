@@ -193,7 +193,14 @@ def attach_to_stock_learner(learner, args):
     """Log our IGM statistics after ``learner.train`` every ``learner_log_interval`` env steps:
     the batch-level rates where the stock mixer can score candidate joint actions
     (:data:`BATCH_DIAGNOSABLE`), the known-payoff statistics on games with a known payoff
-    (:data:`STOCK_Q_TOT`). Both after the learner's step: one parameter version. Returns the learner."""
+    (:data:`STOCK_Q_TOT`). Both after the learner's step: one parameter version. Only for learners
+    whose agents output Q-values (the hosts' ``agent_output_type: q``): a policy-gradient learner's
+    mixer (VMIX, DOP) mixes critic values, and its agents' outputs are policies. Returns the learner."""
+    output = vars(args).get("agent_output_type")
+    if output != "q":
+        log.info("IGM diagnostics: not for learner %s, whose agents output %s, not Q-values",
+                 type(learner).__name__, output or "what agent_output_type would say (it is not set)")
+        return learner
     payoff = payoff_of(args.env, args.env_args)
     mixer = getattr(learner, "mixer", None)
     name = type(mixer).__name__
