@@ -491,7 +491,8 @@ def test_a_progress_report_counts_the_latest_unfinished_attempt_of_each_seed_and
         run("A", 3, [0, 100], [0, 1], status="FAILED", fail="RuntimeError: boom"),
         run("B", 1, steps, [5] * 4),
         run("B", 1, [0, 50], [0, 0], status="INTERRUPTED", start="2026-01-05T00:00:00"),  # after B 1 finished
-        run("B", 2, [0, 100, 150], [7, 7, 7], status="RUNNING"),
+        # Beating now (NOW is the module's import time, minutes ago in a long test session).
+        run("B", 2, [0, 100, 150], [7, 7, 7], status="RUNNING", heartbeat=dt.datetime.utcnow().isoformat()),
     ]
     root = tmp_path / "sacred"
     for i, r in enumerate(runs, 1):
