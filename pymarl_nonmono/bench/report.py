@@ -456,9 +456,13 @@ class EnvReport:
     excluded: list[RunRecord]
     png: Optional[str] = None
     resumed: list[str] = field(default_factory=list)  # included runs made of several attempts, as text
-    unfinished: list[str] = field(default_factory=list)  # included runs not finished yet, as text
     runs: list[RunRecord] = field(default_factory=list)  # the included runs
     comparison: Optional[Comparison] = None
+
+    @property
+    def unfinished(self) -> list[str]:
+        """The included runs not finished yet, as text."""
+        return [f"{r.label()}: {r.unfinished} ({r.ref})" for r in self.runs if r.unfinished]
 
 
 def join_resumed(records: Sequence[RunRecord]) -> None:
@@ -570,11 +574,12 @@ def _latest_unfinished(excluded: Sequence[RunRecord], metric: str, finished: set
         if key in newest:
             newest[key].note = f"superseded by a newer unfinished run of the same seed ({r.ref}); was {newest[key].note}"
         newest[key] = r
-    for r in chosen + list(newest.values()):
+    chosen += newest.values()
+    for r in chosen:
         last = float(r.series[metric][0].max())
         r.unfinished = f"{r.note.removeprefix('unfinished: ')}, last logged at step {last:,.0f}"
         r.note = ""
-    return chosen + list(newest.values())
+    return chosen
 
 
 def _interp(record: RunRecord, metric: str, grid: np.ndarray) -> np.ndarray:
@@ -630,9 +635,7 @@ def env_report(env: str, metric: str, included: Sequence[RunRecord], excluded: S
         aucs = (np.sum((vals[:, 1:] + vals[:, :-1]) * np.diff(at), axis=1) / 2.0 / width) if width > 0 else finals.copy()
         rows.append(Row(alg, [r.seed for r in runs], finals, aucs, gone, [r.seed for r in runs if r.unfinished]))
     return EnvReport(env, metric, curves, rows, (start, common_end), list(excluded), resumed=_resumed_text(included),
-                     runs=sorted(included, key=lambda r: (r.alg, _seed_key(r.seed))),
-                     unfinished=[f"{r.label()}: {r.unfinished} ({r.ref})"
-                                 for r in sorted(included, key=lambda r: (r.alg, _seed_key(r.seed))) if r.unfinished])
+                     runs=sorted(included, key=lambda r: (r.alg, _seed_key(r.seed))))
 
 
 def _resumed_text(included: Sequence[RunRecord]) -> list[str]:

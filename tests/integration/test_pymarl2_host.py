@@ -75,6 +75,24 @@ def latest_run(root: Path, map_name: str, name: str) -> Path:
     return max(runs, key=lambda p: int(p.name))
 
 
+def trained_info(root: Path, map_name: str, name: str, *args: str) -> dict:
+    """Run ``main.py`` with ``args`` as run ``name``, which must succeed; its Sacred info.json."""
+    proc = run_main(root, *args, f"name={name}")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return json.loads((latest_run(root, map_name, name) / "info.json").read_text())
+
+
+def assert_logged_alike(resumed: dict, unstopped: dict, keys, first_step: int) -> None:
+    """The resumed run logged each of ``keys`` from ``first_step`` on, at steps the unstopped run
+    logged too, with the unstopped run's values."""
+    for key in keys:
+        after = dict(zip(resumed[f"{key}_T"], resumed[key]))
+        before = dict(zip(unstopped[f"{key}_T"], unstopped[key]))
+        assert min(after) == first_step and set(after) <= set(before), key
+        for t, value in sorted(after.items()):
+            assert value == pytest.approx(before[t], rel=1e-6, abs=1e-7), (key, t, value, before[t])
+
+
 @pytest.mark.parametrize(
     "alg,name,extra",
     [
@@ -243,10 +261,8 @@ def test_a_policy_gradient_learner_with_a_qmix_mixer_trains_without_igm_diagnost
     # VMIX: PyMARL2's QMIX mixer over critic values, a controller that returns (policy, value);
     # reading its outputs as Q-values stopped the run at its first update.
     root, _ = host
-    proc = run_main(root, "--config=vmix", "--env-config=one_step_matrix_game", "with", *SHORT, "runner=episode",
-                    "batch_size_run=1", "name=vmix")
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    info = json.loads((latest_run(root, "one_step_matrix_game", "vmix") / "info.json").read_text())
+    info = trained_info(root, "one_step_matrix_game", "vmix", "--config=vmix", "--env-config=one_step_matrix_game",
+                        "with", *SHORT, "runner=episode", "batch_size_run=1")
     assert "coma_loss" in info and "igm_violation_rate" not in info, sorted(info)  # it trained; no diagnostics
 
 
@@ -378,10 +394,8 @@ def test_a_bad_value_stops_a_parallel_run_before_sacred_records_it(host, bad, me
                            "covered on a fake CUDA device by tests/hosts/test_cuda_path.py")
 def test_shipped_config_trains_on_the_gpu(host):
     root, _ = host
-    proc = run_main(root, "--config=nonmono_qmix_rnd", "--env-config=matrix_game", "with", *SHORT, "use_cuda=True",
-                    "test_joint_greedy=True", "name=on_gpu")
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    info = json.loads((latest_run(root, "matrix_game", "on_gpu") / "info.json").read_text())
+    info = trained_info(root, "matrix_game", "on_gpu", "--config=nonmono_qmix_rnd", "--env-config=matrix_game", "with",
+                        *SHORT, "use_cuda=True", "test_joint_greedy=True")
     assert {"payoff_max_abs_error", "rnd_loss", "test_joint_greedy_return_mean"} <= set(info)
 
 
@@ -424,25 +438,14 @@ FOLLOWED = ("loss_td", "td_error_abs_mean", "rnd_loss", "target_update_count", "
 
 def test_a_run_resumed_from_its_checkpoint_logs_what_the_unstopped_run_logs(host):
     root, _ = host
-    runs = {}
-    for name, extra in (("unstopped", ["t_max=200"]), ("stopped", ["t_max=110"])):
-        proc = run_main(root, *RESUME_RUN, *extra, f"name={name}")
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-        runs[name] = json.loads((latest_run(root, "matrix_game", name) / "info.json").read_text())
+    unstopped = trained_info(root, "matrix_game", "unstopped", *RESUME_RUN, "t_max=200")
+    trained_info(root, "matrix_game", "stopped", *RESUME_RUN, "t_max=110")
     saved = sorted((root / "results" / "models").glob("stopped__*"))[-1]
     step = max(int(p.name) for p in saved.iterdir() if p.name.isdigit())
     assert step == 101  # saves at 1, 51, 101; stopped at 111
-    proc = run_main(root, *RESUME_RUN, "t_max=200", f"checkpoint_path={saved}", f"load_step={step}",
-                    f"sweep_resume_step={step}", "name=resumed")
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    resumed = json.loads((latest_run(root, "matrix_game", "resumed") / "info.json").read_text())
-    unstopped = runs["unstopped"]
-    for key in FOLLOWED:
-        after = dict(zip(resumed[f"{key}_T"], resumed[key]))
-        before = dict(zip(unstopped[f"{key}_T"], unstopped[key]))
-        assert min(after) == step + 1 and set(after) <= set(before), key
-        for t, value in sorted(after.items()):
-            assert value == pytest.approx(before[t], rel=1e-6, abs=1e-7), (key, t, value, before[t])
+    resumed = trained_info(root, "matrix_game", "resumed", *RESUME_RUN, "t_max=200", f"checkpoint_path={saved}",
+                           f"load_step={step}", f"sweep_resume_step={step}")
+    assert_logged_alike(resumed, unstopped, FOLLOWED, step + 1)
     assert resumed["sign_flips"][-1] >= 1  # the gauge's state went across the stop
 
 
@@ -460,23 +463,14 @@ STOCK_FOLLOWED = ("loss", "central_loss", "qmix_loss", "td_error_abs", "w_to_use
 
 def test_a_stock_learner_resumed_from_its_checkpoint_logs_what_the_unstopped_run_logs(host):
     root, _ = host
-    runs = {}
-    for name, t_max in (("ow_unstopped", 140), ("ow_stopped", 110)):
-        proc = run_main(root, *STOCK_RESUME_RUN, f"t_max={t_max}", f"name={name}")
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-        runs[name] = json.loads((latest_run(root, "matrix_game", name) / "info.json").read_text())
+    unstopped = trained_info(root, "matrix_game", "ow_unstopped", *STOCK_RESUME_RUN, "t_max=140")
+    trained_info(root, "matrix_game", "ow_stopped", *STOCK_RESUME_RUN, "t_max=110")
     saved = sorted((root / "results" / "models").glob("ow_stopped__*"))[-1]
     assert (saved / "101" / "stock_learner_state.th").is_file()
-    proc = run_main(root, *STOCK_RESUME_RUN, "t_max=140", f"checkpoint_path={saved}", "load_step=101",
-                    "name=ow_resumed")
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    resumed = json.loads((latest_run(root, "matrix_game", "ow_resumed") / "info.json").read_text())
-    for key in STOCK_FOLLOWED:
-        after = dict(zip(resumed[f"{key}_T"], resumed[key]))
-        before = dict(zip(runs["ow_unstopped"][f"{key}_T"], runs["ow_unstopped"][key]))
-        assert min(after) == 102 and len(after) >= 30 and set(after) <= set(before), key
-        for t, value in sorted(after.items()):
-            assert value == pytest.approx(before[t], rel=1e-6, abs=1e-7), (key, t, value, before[t])
+    resumed = trained_info(root, "matrix_game", "ow_resumed", *STOCK_RESUME_RUN, "t_max=140",
+                           f"checkpoint_path={saved}", "load_step=101")
+    assert_logged_alike(resumed, unstopped, STOCK_FOLLOWED, 102)
+    assert all(len(set(resumed[f"{key}_T"])) >= 30 for key in STOCK_FOLLOWED)
 
 
 def test_bench_resumes_an_interrupted_run_from_its_checkpoint_and_reports_it_as_one_run(host, tmp_path, capsys):

@@ -59,12 +59,11 @@ def load_learner_state(learner, state: dict) -> None:
     networks, optimisers = dict(_networks(learner)), dict(_optimisers(learner))
     missing = sorted(set(networks) - set(state["networks"])) + sorted(set(optimisers) - set(state["optimisers"]))
     unknown = sorted(set(state["networks"]) - set(networks)) + sorted(set(state["optimisers"]) - set(optimisers))
-    if missing or unknown:
+    problems = ([f"not in it: {', '.join(missing)}"] if missing else []) + (
+        [f"not in the learner: {', '.join(unknown)}"] if unknown else [])
+    if problems:
         raise ValueError(f"the checkpoint's {STATE_FILE} does not fit {type(learner).__name__}: "
-                         + "; ".join(part for part in (f"not in it: {', '.join(missing)}" if missing else "",
-                                                       f"not in the learner: {', '.join(unknown)}" if unknown else "")
-                                     if part)
-                         + " (was it saved by another algorithm?)")
+                         f"{'; '.join(problems)} (was it saved by another algorithm?)")
     for name, net in networks.items():
         net.load_state_dict(state["networks"][name])
     for name, opt in optimisers.items():
