@@ -412,8 +412,12 @@ class Curve:
 
     @property
     def legend(self) -> str:
-        """Its number of runs, and of unfinished ones: a figure may travel without its caption."""
-        return f"n={self.n}" + (f", {self.unfinished} unfinished" if self.unfinished else "")
+        return _runs_label(self.n, self.unfinished)
+
+
+def _runs_label(n: int, unfinished: int) -> str:
+    """A number of runs, and of unfinished ones, for a legend: a figure may travel without its caption."""
+    return f"n={n}" + (f", {unfinished} unfinished" if unfinished else "")
 
 
 @dataclass
@@ -444,6 +448,7 @@ class Comparison:
     dropped: list = field(default_factory=list)      # notes on runs left out to make [R, T] rectangular
     png: Optional[str] = None
     lower_is_better: bool = False  # profiles count runs below tau; improvement is P(X < Y)
+    unfinished: dict = field(default_factory=dict)  # alg -> how many of its scores are of runs not finished
 
 
 @dataclass
@@ -675,6 +680,7 @@ def add_statistics(env: EnvReport, band: str = "iqr", reps: int = stats.BOOTSTRA
     for curve in env.curves:
         curve.centre, curve.low, curve.high = bands[curve.alg]
     env.comparison = _compare({row.alg: row.finals[:, None] for row in rows}, reps, seed, finals, lower)
+    env.comparison.unfinished = {row.alg: len(row.unfinished) for row in rows if row.unfinished}
 
 
 def across_tasks(envs: Sequence[EnvReport], reps: int = stats.BOOTSTRAP_REPS,
@@ -692,7 +698,7 @@ def across_tasks(envs: Sequence[EnvReport], reps: int = stats.BOOTSTRAP_REPS,
     per_alg = [{row.alg: row for row in e.rows if row.n} for e in envs]
     common = sorted(set.intersection(*(set(d) for d in per_alg)))
     dropped = [f"{alg}: not run to the end on every environment" for alg in sorted(set().union(*per_alg)) if alg not in common]
-    scores = {}
+    scores, unfinished = {}, {}
     for alg in common:
         rows = [d[alg] for d in per_alg]
         r = min(row.n for row in rows)
@@ -701,10 +707,12 @@ def across_tasks(envs: Sequence[EnvReport], reps: int = stats.BOOTSTRAP_REPS,
                 dropped.append(f"{alg} on {e.env}: seeds {', '.join(str(s) for s in row.seeds[r:])} "
                                f"(only {r} runs counted on another environment)")
         scores[alg] = np.stack([row.finals[:r] for row in rows], axis=1)
+        unfinished[alg] = sum(1 for row in rows for s in row.seeds[:r] if s in row.unfinished)
     if not scores:
         return None
     comparison = _compare(scores, reps, seed, lower=lower)
     comparison.dropped = dropped
+    comparison.unfinished = {alg: k for alg, k in unfinished.items() if k}
     return comparison
 
 
@@ -1050,14 +1058,15 @@ def profile_figure(plt, comparison: Comparison, title: Optional[str], metric: st
         p, lo, hi = comparison.profiles[alg]
         ax = axes[i // cols][i % cols] if many else axes[0][0]
         n = comparison.scores[alg].shape[0]
+        label = f"{style.name(alg)} ({_runs_label(n, comparison.unfinished.get(alg, 0))})"
         colour = _colour(i)
         if many:
             for other in algs:
                 if other != alg:
                     ax.plot(comparison.taus, comparison.profiles[other][0], color="0.75", linewidth=0.9,
                             drawstyle="steps-post")
-            ax.set_title(f"{style.name(alg)} (n={n})", fontsize=9, color=colour)
-        ax.plot(comparison.taus, p, label=f"{style.name(alg)} (n={n})", linewidth=1.6 if many else _width(i),
+            ax.set_title(label, fontsize=9, color=colour)
+        ax.plot(comparison.taus, p, label=label, linewidth=1.6 if many else _width(i),
                 color=colour, drawstyle="steps-post", linestyle="-" if many else _STYLES[i % len(_STYLES)])
         if n >= MIN_RUNS_FOR_CI:
             _band(ax, comparison.taus, lo, hi, colour, step="post")
@@ -1078,7 +1087,9 @@ def profile_figure(plt, comparison: Comparison, title: Optional[str], metric: st
     caption = ("Performance profile: for each threshold τ, the fraction of an algorithm's runs whose final "
                f"{style.name(metric)} is {'below' if below else 'above'} τ."
                + (f" Bands: 95% stratified-bootstrap CI ({', '.join(style.name(a) for a in drawn)})." if drawn else "")
-               + _band_note(too_few, style) + (" Grey: the other algorithms." if many else ""))
+               + _band_note(too_few, style) + (" Grey: the other algorithms." if many else "")
+               + (f" Not finished yet: {sum(comparison.unfinished.values())} of these runs (values of training in "
+                  "progress, to change)." if comparison.unfinished else ""))
     if many:
         if title:
             fig.suptitle(title, fontsize=10)

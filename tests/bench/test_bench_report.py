@@ -356,6 +356,27 @@ def test_curves_of_one_run_are_drawn_without_a_band_and_the_caption_claims_none(
     plt.close(fig)
 
 
+def test_profiles_of_a_progress_report_mark_the_unfinished_runs_in_legend_and_caption():
+    # Their "final" values are of training in progress: a profile drawn from them said only "n=2".
+    plt, _ = _plotting()
+    records = [record(alg, env, seed, [0, 100, 200], [seed, seed + 1, seed + 2])
+               for alg in ("A", "B") for env in ("x", "y") for seed in (1, 2)]
+    stopped = next(r for r in records if (r.alg, r.env, r.seed) == ("A", "y", 2))
+    stopped.status = "INTERRUPTED"
+    report = rep.build_report(records, METRIC, "files", None, points=5, reps=200, include_unfinished=True)
+    envs = {e.env: e for e in report.envs}
+    assert envs["x"].comparison.unfinished == {} and envs["y"].comparison.unfinished == {"A": 1}
+    assert report.overall.unfinished == {"A": 1}
+    for comparison in (envs["y"].comparison, report.overall):
+        fig, caption = rep.profile_figure(plt, comparison, "t", METRIC)
+        assert fig.axes[0].get_legend_handles_labels()[1] == ["A (n=2, 1 unfinished)", "B (n=2)"]
+        assert "Not finished yet: 1 of these runs" in caption
+        plt.close(fig)
+    fig, caption = rep.profile_figure(plt, envs["x"].comparison, "t", METRIC)
+    assert fig.axes[0].get_legend_handles_labels()[1] == ["A (n=2)", "B (n=2)"] and "Not finished" not in caption
+    plt.close(fig)
+
+
 def test_many_algorithms_are_small_multiples_and_few_seeds_get_no_ci_band_but_a_note():
     plt, PolyCollection = _plotting()
     report = _figure_report(5, 3, "ci")
