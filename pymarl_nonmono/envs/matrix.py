@@ -112,7 +112,13 @@ class MatrixGame:
         n_actions: Optional[int] = None,
         map_name: str = "matrix_game",
         seed: Optional[int] = None,
+        state_last_action: bool = False,
     ) -> None:
+        # Stock algorithm configs set it (PyMARL2's vmix: False); True would ask for a state
+        # this one-step game cannot give.
+        if state_last_action:
+            raise ConfigError("env_args.state_last_action=True: the matrix game's state is a constant "
+                              "(one step, no earlier actions); leave it False")
         self.payoff = resolve_payoff(preset, payoff, penalty_k, n_agents, n_actions)
         self.map_name = map_name
         self.n_agents = self.payoff.ndim
@@ -190,7 +196,7 @@ class MatrixGame:
 
 
 PAYOFF_KEYS = ("preset", "payoff", "penalty_k", "n_agents", "n_actions")
-ENV_ARGS = PAYOFF_KEYS + ("map_name", "seed")
+ENV_ARGS = PAYOFF_KEYS + ("map_name", "seed", "state_last_action")
 
 
 def payoff_of_env_args(env_args) -> np.ndarray:

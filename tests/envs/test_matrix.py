@@ -45,11 +45,17 @@ def test_any_number_of_agents_and_unequal_actions():
         (dict(payoff=[[1, 2], [3, 4]], n_agents=3), r"env_args.n_agents=3 but the payoff has 2"),
         (dict(payoff=[[1, 2], [3, 4]], n_actions=3), r"env_args.n_actions=3 but the payoff's largest"),
         (dict(preset="qtran", colour="red"), r"unknown env_args key\(s\): 'colour'"),
+        (dict(preset="qtran", state_last_action=True), r"env_args.state_last_action=True: .* leave it False"),
     ],
 )
 def test_bad_payoffs_name_the_key(kwargs, match):
     with pytest.raises(ValueError, match=match):
         make_matrix_game(**kwargs)
+
+
+def test_state_last_action_false_is_accepted_as_stock_configs_set_it():
+    # PyMARL2's vmix.yaml sets env_args.state_last_action: False; the game was refused as unknown.
+    assert make_matrix_game(preset="qtran", state_last_action=False).get_state_size() == 1
 
 
 def test_the_papers_table1_games():

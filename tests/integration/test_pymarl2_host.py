@@ -259,9 +259,10 @@ def test_stock_learner_on_matrix_game_records_payoff_diagnostics(host, alg, name
 
 def test_a_policy_gradient_learner_with_a_qmix_mixer_trains_without_igm_diagnostics(host):
     # VMIX: PyMARL2's QMIX mixer over critic values, a controller that returns (policy, value);
-    # reading its outputs as Q-values stopped the run at its first update.
+    # reading its outputs as Q-values stopped the run at its first update. Our matrix game, as
+    # vmix.yaml sets env_args.state_last_action (it was refused as an unknown key).
     root, _ = host
-    info = trained_info(root, "one_step_matrix_game", "vmix", "--config=vmix", "--env-config=one_step_matrix_game",
+    info = trained_info(root, "matrix_game", "vmix", "--config=vmix", "--env-config=matrix_game",
                         "with", *SHORT, "runner=episode", "batch_size_run=1")
     assert "coma_loss" in info and "igm_violation_rate" not in info, sorted(info)  # it trained; no diagnostics
 
