@@ -234,10 +234,8 @@ def test_invalid_value_is_an_error_at_startup(host):
 
 def test_matrix_game_run_records_igm_diagnostics(host):
     root, _ = host
-    proc = run_main(root, "--config=nonmono_qmix", "--env-config=matrix_game", "with", *SHORT,
-                    "runner=episode", "batch_size_run=1", "env_args.preset=climbing")
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    info = json.loads((latest_run(root, "matrix_game", "nonmono_qmix") / "info.json").read_text())
+    info = trained_info(root, "matrix_game", "nonmono_qmix", "--config=nonmono_qmix", "--env-config=matrix_game",
+                        "with", *SHORT, "runner=episode", "batch_size_run=1", "env_args.preset=climbing")
     expected = {"igm_violation_rate", "igm_violation_rate_lower_bound", "igm_consistent", "greedy_optimal", "payoff_max_abs_error",
                 "greedy_joint_index", "q_tot_0_0", "q_tot_2_2", "test_optimal_mean"}
     assert expected <= set(info), sorted(info)
@@ -271,12 +269,10 @@ def test_a_policy_gradient_learner_with_a_qmix_mixer_trains_without_igm_diagnost
 def test_sign_symmetry_options_diagnostics_and_joint_greedy_tests_on_a_real_run(host, runner):
     root, _ = host
     name = f"symmetry_{runner}"
-    proc = run_main(root, "--config=nonmono_qmix_sarsa", "--env-config=matrix_game", "with", *SHORT,
-                    f"runner={runner}", f"batch_size_run={4 if runner == 'parallel' else 1}", "env_args.preset=paper_b",
-                    "test_joint_greedy=True", "mixer_init=positive_bias", "monotonicity_penalty=0.5", "igm_penalty=0.5",
-                    f"name={name}")
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    info = json.loads((latest_run(root, "matrix_game", name) / "info.json").read_text())
+    info = trained_info(root, "matrix_game", name, "--config=nonmono_qmix_sarsa", "--env-config=matrix_game", "with",
+                        *SHORT, f"runner={runner}", f"batch_size_run={4 if runner == 'parallel' else 1}",
+                        "env_args.preset=paper_b", "test_joint_greedy=True", "mixer_init=positive_bias",
+                        "monotonicity_penalty=0.5", "igm_penalty=0.5")
     assert {"negative_mixing_gradient_rate", "worst_greedy_action_rate", "monotonicity_hinge", "igm_hinge",
             "loss_total", "test_joint_greedy_return_mean", "test_joint_greedy_optimal_mean"} <= set(info), sorted(info)
     # One joint-greedy test set after every ordinary one, at the same steps.
@@ -402,14 +398,12 @@ def test_shipped_config_trains_on_the_gpu(host):
 
 def test_per_run_saves_models_and_a_new_run_resumes_from_them(host):
     root, _ = host
-    proc = run_main(root, "--config=nonmono_qmix_rnd", "--env-config=one_step_matrix_game", "with", *SHORT,
-                    "use_per=True", "save_model=True", "save_model_interval=40", "name=per_save")
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    saved_counts = trained_info(root, "one_step_matrix_game", "per_save", "--config=nonmono_qmix_rnd",
+                                "--env-config=one_step_matrix_game", "with", *SHORT, "use_per=True", "save_model=True",
+                                "save_model_interval=40")["target_update_count"]
     saved = sorted((root / "results" / "models").glob("per_save__*"))[-1]
     step = max((p for p in saved.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
     assert {"agent.th", "nonmono_learner.th"} <= {p.name for p in step.iterdir()}
-    saved_counts = json.loads((latest_run(root, "one_step_matrix_game", "per_save") / "info.json").read_text())[
-        "target_update_count"]
     # Resume for 160 more steps: run.py restarts its episode counter at 0 after loading.
     longer = [a for a in SHORT if not a.startswith("t_max=")] + ["t_max=280"]
     proc = run_main(root, "--config=nonmono_qmix_rnd", "--env-config=one_step_matrix_game", "with", *longer,
