@@ -644,12 +644,23 @@ def env_report(env: str, metric: str, included: Sequence[RunRecord], excluded: S
 
 
 def _resumed_text(included: Sequence[RunRecord]) -> list[str]:
+    """One line per included run made of several attempts, naming every step it was resumed at."""
     out = []
     for r in sorted(included, key=lambda r: (r.alg, r.seed or 0)):
-        if r.resume_step > 0:
-            before = (f"continuing {r.continued_from.ref}" if r.continued_from is not None else
+        joins = []  # (step, attempt, what it continues), newest first
+        attempt = r
+        while attempt is not None and attempt.resume_step > 0:
+            before = (f"continuing {attempt.continued_from.ref}" if attempt.continued_from is not None else
                       "its earlier attempt was not found: the curve starts there")
-            out.append(f"{r.label()}: resumed from its checkpoint at step {r.resume_step:,} ({r.ref}; {before})")
+            joins.append((attempt.resume_step, attempt.ref, before))
+            attempt = attempt.continued_from
+        if len(joins) == 1:
+            step, ref, before = joins[0]
+            out.append(f"{r.label()}: resumed from its checkpoint at step {step:,} ({ref}; {before})")
+        elif joins:
+            parts = [f"{step:,} ({ref}, {before})" for step, ref, before in reversed(joins)]
+            out.append(f"{r.label()}: resumed {len(joins)} times, from its checkpoints at steps "
+                       f"{', '.join(parts[:-1])} and {parts[-1]}")
     return out
 
 
@@ -705,7 +716,7 @@ def across_tasks(envs: Sequence[EnvReport], reps: int = stats.BOOTSTRAP_REPS,
         for e, row in zip(envs, rows):
             if row.n > r:
                 dropped.append(f"{alg} on {e.env}: seeds {', '.join(str(s) for s in row.seeds[r:])} "
-                               f"(only {r} runs counted on another environment)")
+                               f"(only {r} run{'' if r == 1 else 's'} counted on another environment)")
         scores[alg] = np.stack([row.finals[:r] for row in rows], axis=1)
         unfinished[alg] = sum(1 for row in rows for s in row.seeds[:r] if s in row.unfinished)
     if not scores:

@@ -494,12 +494,13 @@ def test_a_resumed_run_is_one_run_joined_at_its_checkpoint(tmp_path):
     assert sorted(r.note.split(":")[0] for r in excluded) == ["continued", "continued"]
     assert all("steps up to" in r.note for r in excluded)
     env = rep.env_report("m", METRIC, included, excluded)
-    assert env.resumed == [f"A seed 1: resumed from its checkpoint at step 400 ({resumed.ref}; continuing "
-                           f"{root / 'm' / 'A' / '2'})"]
+    first, second = (root / "m" / "A" / str(i) for i in (1, 2))
+    assert env.resumed == [f"A seed 1: resumed 2 times, from its checkpoints at steps 200 ({second}, continuing "
+                           f"{first}) and 400 ({resumed.ref}, continuing {second})"]
     assert env.horizon == (0.0, 500.0)
     needs_rliable()
     text = rep.build_report(records, METRIC, "FileStorage", "s").markdown()
-    assert "Resumed after an interruption" in text and "resumed from its checkpoint at step 400" in text
+    assert "Resumed after an interruption" in text and "from its checkpoints at steps 200 (" in text
     assert "unfinished" not in text
 
 
