@@ -602,14 +602,26 @@ def _trapezoid(values: np.ndarray, steps: np.ndarray) -> float:
     return float(np.sum((values[1:] + values[:-1]) * np.diff(steps)) / 2.0)
 
 
+def _last_attempt(r: RunRecord) -> RunRecord:
+    """The attempt that ends the chain of resumes ``r`` belongs to (``r`` itself if not resumed)."""
+    while r.continued_by is not None:
+        r = r.continued_by
+    return r
+
+
 def _seed_key(seed) -> tuple:
     return (seed is None, seed if seed is not None else 0)
 
 
 def env_report(env: str, metric: str, included: Sequence[RunRecord], excluded: Sequence[RunRecord],
                points: int = DEFAULT_POINTS) -> EnvReport:
-    """Per-run curves on the common grid, and each run's final value and AUC (no statistics yet)."""
+    """Per-run curves on the common grid, and each run's final value and AUC (no statistics yet).
+
+    The earlier attempts of an included resumed run are part of it (named in ``resumed``), not
+    runs left out: they are not listed among the excluded."""
     algs = sorted({r.alg for r in list(included) + list(excluded)})
+    counted = {id(r) for r in included}
+    excluded = [r for r in excluded if id(_last_attempt(r)) not in counted]
     empty = np.zeros(0)
     if not included:
         rows = [Row(a, [], empty, empty, [r for r in excluded if r.alg == a]) for a in algs]

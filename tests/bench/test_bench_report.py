@@ -494,6 +494,7 @@ def test_a_resumed_run_is_one_run_joined_at_its_checkpoint(tmp_path):
     assert sorted(r.note.split(":")[0] for r in excluded) == ["continued", "continued"]
     assert all("steps up to" in r.note for r in excluded)
     env = rep.env_report("m", METRIC, included, excluded)
+    assert env.excluded == [] and all(row.excluded == [] for row in env.rows)  # the attempts are part of the run
     first, second = (root / "m" / "A" / str(i) for i in (1, 2))
     assert env.resumed == [f"A seed 1: resumed 2 times, from its checkpoints at steps 200 ({second}, continuing "
                            f"{first}) and 400 ({resumed.ref}, continuing {second})"]
@@ -501,7 +502,7 @@ def test_a_resumed_run_is_one_run_joined_at_its_checkpoint(tmp_path):
     needs_rliable()
     text = rep.build_report(records, METRIC, "FileStorage", "s").markdown()
     assert "Resumed after an interruption" in text and "from its checkpoints at steps 200 (" in text
-    assert "unfinished" not in text
+    assert "unfinished" not in text and "continued:" not in text and "Not included" not in text
 
 
 def test_a_progress_report_counts_the_latest_unfinished_attempt_of_each_seed_and_marks_it(tmp_path):

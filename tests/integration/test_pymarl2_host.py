@@ -509,7 +509,8 @@ def test_bench_resumes_an_interrupted_run_from_its_checkpoint_and_reports_it_as_
                      "--out", str(tmp_path / "report")]) == 0
     text = (tmp_path / "report" / "report.md").read_text()
     assert f"resumed from its checkpoint at step {state['resumed_from']['step']:,}" in text
-    assert "continued: its steps up to" in text and "unfinished" not in text
+    first = state["attempts"][0]["results_dir"]
+    assert f"continuing {first}" in text and "continued:" not in text and "unfinished" not in text
 
 
 # nq_learner's statistics, by name, and the settings under which our learner computes the
