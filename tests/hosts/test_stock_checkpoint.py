@@ -122,6 +122,74 @@ def test_a_checkpoint_of_another_learner_is_refused_by_name(tmp_path):
         make(1).load_models(str(tmp_path))
 
 
+class RunningStatistic:
+    """Shaped like EPyMARL's RunningMeanStd (components/standarize_stream.py): all it holds."""
+
+    def __init__(self, shape=(1,), device="cpu"):
+        self.mean = torch.zeros(shape, device=device)
+        self.var = torch.ones(shape, device=device)
+        self.count = 1e-4
+
+    def update(self, values):
+        total = self.count + values.numel()
+        mean = (self.mean * self.count + values.sum()) / total
+        self.var = (self.var * self.count + ((values - mean) ** 2).sum()) / total
+        self.mean, self.count = mean, total
+
+
+class StandardisingLearner(CentralLearner):
+    """As EPyMARL's q_learner with standardise_rewards: a running statistic its own save omits."""
+
+    def __init__(self, mac, scheme, logger, args, device="cpu"):
+        super().__init__(mac, scheme, logger, args)
+        self.rew_ms = RunningStatistic(device=device)
+
+
+def make_standardising(seed, device="cpu"):
+    torch.manual_seed(seed)
+    return with_stock_additions(lambda *a: StandardisingLearner(*a, device=device))(MAC(), {}, RecordingLogger(),
+                                                                                  args(env="sc2"))
+
+
+def test_a_stock_learner_resumes_with_its_running_statistics(tmp_path):
+    saved = make_standardising(0)
+    saved.rew_ms.update(torch.tensor([3.0, 5.0, 10.0]))
+    saved.save_models(str(tmp_path))
+    resumed = make_standardising(1)
+    resumed.load_models(str(tmp_path))
+    assert torch.equal(resumed.rew_ms.mean, saved.rew_ms.mean) and torch.equal(resumed.rew_ms.var, saved.rew_ms.var)
+    assert resumed.rew_ms.count == saved.rew_ms.count == 3.0001
+
+
+def test_running_statistics_saved_on_a_gpu_come_back_to_it(monkeypatch):
+    from pymarl_nonmono.hosts.pymarl_family.stock_checkpoint import learner_state, load_learner_state
+
+    from fake_cuda import CUDA, fake_cuda
+
+    state = learner_state(make_standardising(0))  # as torch.load(map_location="cpu") gives it back
+    state["statistics"]["rew_ms"]["mean"] = torch.tensor([2.5])
+    with fake_cuda(monkeypatch):
+        resumed = make_standardising(1, device="cuda")
+        load_learner_state(resumed, state)
+        assert resumed.rew_ms.mean.device == CUDA and resumed.rew_ms.var.device == CUDA
+        assert resumed.rew_ms.mean.tolist() == [2.5]
+
+
+def test_a_state_file_without_running_statistics_loads_the_rest_and_says_which_start_afresh(tmp_path, caplog):
+    saved = make_standardising(0)
+    saved.rew_ms.update(torch.tensor([3.0, 5.0]))
+    saved.save_models(str(tmp_path))
+    state = torch.load(tmp_path / STATE_FILE)
+    del state["statistics"]  # as an earlier pymarl-nonmono wrote it
+    torch.save(state, tmp_path / STATE_FILE)
+    resumed = make_standardising(1)
+    with caplog.at_level(logging.WARNING):
+        resumed.load_models(str(tmp_path))
+    assert "rew_ms start afresh" in caplog.text
+    assert resumed.rew_ms.count == 1e-4
+    assert all(torch.equal(a, b) for a, b in zip(networks(resumed)["central_mixer"], networks(saved)["central_mixer"]))
+
+
 def test_a_learner_that_never_checkpoints_is_left_as_it_is():
     class NoSave:
         def __init__(self, mac, scheme, logger, args):

@@ -6,10 +6,13 @@ resumed. For most of them that is the target mixer (random until the next target
 PyMARL2's ``max_q_learner`` (OW-QMIX, CW-QMIX) it is the whole central Q (``central_mac``,
 ``central_mixer`` and their targets), the networks its QMIX part learns from: a resumed
 OW-QMIX run trained on a random central Q and forgot what it had learned (predator-prey,
-docs/predator_prey.md). So after a stock learner's own save we write :data:`STATE_FILE`
-beside its files, with the state of every network it holds (its attributes that are
-``torch.nn.Module``, and the ``agent`` of each controller), every optimiser and the process's
-random streams, and load it after the learner's own load.
+docs/predator_prey.md). EPyMARL's learners also standardise rewards or returns by running
+statistics (``rew_ms``, ``ret_ms``: mean, variance and count of everything seen so far), which
+its checkpoints do not hold either: a resumed run standardised by statistics of its first new
+batches. So after a stock learner's own save we write :data:`STATE_FILE` beside its files, with
+the state of every network it holds (its attributes that are ``torch.nn.Module``, and the
+``agent`` of each controller), every optimiser, every running statistic and the process's random
+streams, and load it after the learner's own load.
 
 Not restored: the learners' counters. The hosts restart their episode counter at 0 after a
 load, and the stock learners schedule target copies by ``episode_num -
@@ -48,17 +51,34 @@ def _optimisers(learner) -> Iterator[tuple[str, torch.optim.Optimizer]]:
             yield name, value
 
 
+#: What makes an attribute a running statistic (EPyMARL's ``RunningMeanStd``): all it holds.
+STATISTIC_FIELDS = ("mean", "var", "count")
+
+
+def _statistics(learner) -> Iterator[tuple[str, object]]:
+    for name, value in vars(learner).items():
+        fields = getattr(value, "__dict__", None)
+        if fields is not None and isinstance(fields.get("mean"), torch.Tensor) and set(fields) == set(STATISTIC_FIELDS):
+            yield name, value
+
+
 def learner_state(learner) -> dict:
-    """What :func:`load_learner_state` restores: networks, optimisers, random streams."""
+    """What :func:`load_learner_state` restores: networks, optimisers, running statistics, random streams."""
     return {"networks": {name: net.state_dict() for name, net in _networks(learner)},
             "optimisers": {name: opt.state_dict() for name, opt in _optimisers(learner)},
+            "statistics": {name: {k: getattr(stat, k) for k in STATISTIC_FIELDS} for name, stat in _statistics(learner)},
             "rng": global_rng_state()}
 
 
 def load_learner_state(learner, state: dict) -> None:
-    networks, optimisers = dict(_networks(learner)), dict(_optimisers(learner))
-    missing = sorted(set(networks) - set(state["networks"])) + sorted(set(optimisers) - set(state["optimisers"]))
-    unknown = sorted(set(state["networks"]) - set(networks)) + sorted(set(state["optimisers"]) - set(optimisers))
+    networks, optimisers, statistics = dict(_networks(learner)), dict(_optimisers(learner)), dict(_statistics(learner))
+    if "statistics" not in state and statistics:
+        log.warning("the checkpoint's %s holds no running statistics (written by an earlier pymarl-nonmono): "
+                    "%s start afresh", STATE_FILE, ", ".join(statistics))
+        statistics = {}
+    saved = {**state["networks"], **state["optimisers"], **state.get("statistics", {})}
+    held = {**networks, **optimisers, **statistics}
+    missing, unknown = sorted(set(held) - set(saved)), sorted(set(saved) - set(held))
     problems = ([f"not in it: {', '.join(missing)}"] if missing else []) + (
         [f"not in the learner: {', '.join(unknown)}"] if unknown else [])
     if problems:
@@ -68,6 +88,11 @@ def load_learner_state(learner, state: dict) -> None:
         net.load_state_dict(state["networks"][name])
     for name, opt in optimisers.items():
         opt.load_state_dict(state["optimisers"][name])
+    for name, stat in statistics.items():
+        for key in STATISTIC_FIELDS:
+            value, current = state["statistics"][name][key], getattr(stat, key)
+            # On the device the learner keeps it on (saved from GPU, loaded to CPU first).
+            setattr(stat, key, value.to(current.device) if isinstance(current, torch.Tensor) else value)
     restore_global_rng_state(state["rng"])
 
 
@@ -95,7 +120,8 @@ def complete_checkpoints(learner):
         else:
             log.warning("%s has no %s (saved without pymarl-nonmono): %s resumes with what its own load_models "
                         "restores; not as they were saved: %s", path, STATE_FILE, type(learner).__name__,
-                        ", ".join(name for name, _ in _networks(learner) if name not in ("mac.agent", "mixer")))
+                        ", ".join([name for name, _ in _networks(learner) if name not in ("mac.agent", "mixer")]
+                                  + [name for name, _ in _statistics(learner)]))
         return out
 
     learner.save_models, learner.load_models = save_models, load_models
