@@ -1,5 +1,5 @@
 """What the install and host tests of every host share: comparing trees, calling the CLI,
-stopping a run."""
+stopping a run, comparing a resumed run's statistics with an unstopped one's."""
 
 from __future__ import annotations
 
@@ -11,6 +11,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Mapping, Sequence
+
+import pytest
 
 from pymarl_nonmono import cli
 
@@ -57,3 +60,24 @@ def sigterm_once_training(root: Path, args: list[str], log: Path, timeout: float
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+def info_series(info: Mapping) -> dict:
+    """``{key: (steps, values)}`` of a run's Sacred info.json (``key`` and ``key_T`` lists)."""
+    return {key[:-2]: (info[key], info[key[:-2]]) for key in info if key.endswith("_T") and key[:-2] in info}
+
+
+def metrics_series(metrics: Mapping) -> dict:
+    """``{key: (steps, values)}`` of a run's Sacred metrics.json."""
+    return {key: (m["steps"], m["values"]) for key, m in metrics.items()}
+
+
+def assert_logged_alike(resumed: Mapping, unstopped: Mapping, keys: Sequence[str], first_step: int) -> None:
+    """The resumed run logged each of ``keys`` from ``first_step`` on, at steps the unstopped run
+    logged too, with the unstopped run's values. Runs as ``{key: (steps, values)}``."""
+    for key in keys:
+        after = dict(zip(*resumed[key]))
+        before = dict(zip(*unstopped[key]))
+        assert min(after) == first_step and set(after) <= set(before), key
+        for t, value in sorted(after.items()):
+            assert value == pytest.approx(before[t], rel=1e-6, abs=1e-7), (key, t, value, before[t])

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from install_helpers import sigterm_once_training
+from install_helpers import assert_logged_alike, info_series, sigterm_once_training
 
 from pymarl_nonmono import cli
 
@@ -80,17 +80,6 @@ def trained_info(root: Path, map_name: str, name: str, *args: str) -> dict:
     proc = run_main(root, *args, f"name={name}")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return json.loads((latest_run(root, map_name, name) / "info.json").read_text())
-
-
-def assert_logged_alike(resumed: dict, unstopped: dict, keys, first_step: int) -> None:
-    """The resumed run logged each of ``keys`` from ``first_step`` on, at steps the unstopped run
-    logged too, with the unstopped run's values."""
-    for key in keys:
-        after = dict(zip(resumed[f"{key}_T"], resumed[key]))
-        before = dict(zip(unstopped[f"{key}_T"], unstopped[key]))
-        assert min(after) == first_step and set(after) <= set(before), key
-        for t, value in sorted(after.items()):
-            assert value == pytest.approx(before[t], rel=1e-6, abs=1e-7), (key, t, value, before[t])
 
 
 @pytest.mark.parametrize(
@@ -440,7 +429,7 @@ def test_a_run_resumed_from_its_checkpoint_logs_what_the_unstopped_run_logs(host
     assert step == 101  # saves at 1, 51, 101; stopped at 111
     resumed = trained_info(root, "matrix_game", "resumed", *RESUME_RUN, "t_max=200", f"checkpoint_path={saved}",
                            f"load_step={step}", f"sweep_resume_step={step}")
-    assert_logged_alike(resumed, unstopped, FOLLOWED, step + 1)
+    assert_logged_alike(info_series(resumed), info_series(unstopped), FOLLOWED, step + 1)
     assert resumed["sign_flips"][-1] >= 1  # the gauge's state went across the stop
 
 
@@ -464,7 +453,7 @@ def test_a_stock_learner_resumed_from_its_checkpoint_logs_what_the_unstopped_run
     assert (saved / "101" / "stock_learner_state.th").is_file()
     resumed = trained_info(root, "matrix_game", "ow_resumed", *STOCK_RESUME_RUN, "t_max=140",
                            f"checkpoint_path={saved}", "load_step=101")
-    assert_logged_alike(resumed, unstopped, STOCK_FOLLOWED, 102)
+    assert_logged_alike(info_series(resumed), info_series(unstopped), STOCK_FOLLOWED, 102)
     assert all(len(set(resumed[f"{key}_T"])) >= 30 for key in STOCK_FOLLOWED)
 
 
