@@ -164,6 +164,9 @@ def _add_report_parser(sub, path_help: str) -> None:
                    help="a progress report of a sweep still under way: a seed without a finished run counts by its "
                         "latest unfinished attempt (stopped, running or silent; never a failed one), marked as such in "
                         "every table and figure caption; the common horizon is then the shortest of all these runs")
+    p.add_argument("--at", metavar="STEPS",
+                   help="also a table per environment in report.md: each run's value first logged at or after each "
+                        "of these steps, and its last (comma-separated, k/M suffixes: e.g. 100k,200k,400k)")
     p.add_argument("--label", action="append", default=[], metavar="NAME=TEXT",
                    help="show algorithm, environment or metric NAME as TEXT in the figures (repeatable), "
                         "e.g. --label nonmono_qmix_rnd='Non-monotonic QMIX'")
@@ -517,8 +520,12 @@ def _report(args, path: str) -> int:
     from pathlib import Path
 
     from .bench import recovery, stats, table1
-    from .bench.report import FALLBACK_METRIC, ReportError, build_report, fallback_metric, plot
+    from .bench.report import FALLBACK_METRIC, ReportError, build_report, fallback_metric, parse_steps, plot
 
+    try:
+        at = parse_steps(args.at) if args.at else ()
+    except ReportError as exc:
+        raise UsageError(str(exc)) from None
     if args.points < 2:
         raise UsageError(f"--points must be at least 2, got {args.points}")
     if args.reps < 100:
@@ -544,7 +551,7 @@ def _report(args, path: str) -> int:
         _out(note)
     style = _figure_style(args)
     report = build_report(records, metric, where, args.sweep, args.points, band=args.band, reps=args.reps,
-                          lower=args.lower, note=note, include_unfinished=args.include_unfinished)
+                          lower=args.lower, note=note, include_unfinished=args.include_unfinished, at=at)
     out_dir = Path(args.out or f"report-{args.sweep or 'all'}")
     figures = plot(report, out_dir, pdf=args.pdf, style=style)
     tables = report.write_csv(out_dir)

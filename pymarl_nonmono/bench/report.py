@@ -768,6 +768,7 @@ class Report:
     overall: Optional[Comparison] = None
     note: str = ""
     include_unfinished: bool = False  # a progress report: unfinished runs count, marked
+    at: tuple[int, ...] = ()  # steps of the per-run table (--at); none: no table
 
     def table(self, env: EnvReport) -> str:
         """Final performance and AUC: IQM [95% bootstrap CI] across seeds, seeds, runs not included."""
@@ -839,6 +840,9 @@ class Report:
                 out += [f"Final value at step {end:,.0f}, the common horizon (the shortest {self._counted} run here); "
                         f"AUC over steps {start:,.0f}–{end:,.0f}.", ""]
             out += [self.table(env)]
+            if self.at and env.runs:
+                out += ["Per run: the value first logged at or after each step, and the last:", "",
+                        run_table(env.runs, self.metric, self.at)]
             if any(row.n for row in env.rows):
                 out += [self.more_table(env)]
             if env.comparison is not None and len(env.comparison.scores) > 1:
@@ -932,6 +936,59 @@ def _count_notes(records: Sequence[RunRecord]) -> str:
     return ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
 
 
+def parse_steps(text: str) -> tuple[int, ...]:
+    """``--at``: env steps as a comma-separated list, each an integer or with a k/M suffix
+    (``100k,200k,1.5M``); increasing, positive."""
+    steps = []
+    for item in (t.strip() for t in text.split(",")):
+        scale = {"k": 1_000, "m": 1_000_000}.get(item[-1:].lower(), 1)
+        try:
+            value = float(item[:-1] if scale > 1 else item) * scale
+        except ValueError:
+            raise ReportError(f"--at: {item!r} is not a step (e.g. 100k, 250000, 1.5M)") from None
+        if value <= 0 or not value.is_integer():
+            raise ReportError(f"--at: {item!r} is not a positive whole number of steps")
+        steps.append(int(value))
+    if list(steps) != sorted(set(steps)):
+        raise ReportError(f"--at: steps must increase, got {text!r}")
+    return tuple(steps)
+
+
+def value_at(steps: np.ndarray, values: np.ndarray, at: float) -> Optional[float]:
+    """The value first logged at or after step ``at``; None if the run has none."""
+    later = np.flatnonzero(steps >= at)
+    return None if not len(later) else float(values[later[np.argmin(steps[later])]])
+
+
+def _kilo(step: float) -> str:
+    # Thousands where that loses nothing or little (894,012 -> 894k); small steps exactly.
+    return f"{step / 1000:,.0f}k" if step >= 10_000 or step % 1000 == 0 else f"{step:,.0f}"
+
+
+def run_table(runs: Sequence[RunRecord], metric: str, at: Sequence[int]) -> str:
+    """One row per run (algorithm and seed): ``metric`` first logged at or after each step of ``at``
+    (blank where the run stops before it) and its last value with the step it was logged at.
+    Two decimals when every value lies in [-1, 1] (rates), else one."""
+    pairs = {id(r): r.series[metric] for r in runs if metric in r.series and len(r.series[metric][0])}
+    small = all(np.all(np.abs(v) <= 1) for _, v in pairs.values())
+    digits = 2 if small else 1
+
+    def number(x: float) -> str:
+        text = f"{x:.{digits}f}"
+        return text[1:] if text.startswith("-") and not text.strip("-0.") else text  # no "-0.0"
+    head = ("| run | " + " | ".join(_kilo(s) for s in at) + " | last (step) |\n|---|" + "---|" * (len(at) + 1) + "\n")
+    lines = []
+    for r in sorted(runs, key=lambda r: (r.alg, _seed_key(r.seed))):
+        if id(r) not in pairs:
+            continue
+        steps, values = pairs[id(r)]
+        cells = [number(v) if (v := value_at(steps, values, s)) is not None else "" for s in at]
+        last = int(np.argmax(steps))
+        name = f"`{r.alg}` s{r.seed}" + (" (not finished)" if r.unfinished else "")
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {number(values[last])} ({_kilo(steps[last])}) |")
+    return head + "\n".join(lines) + "\n"
+
+
 def _num(x: float) -> str:
     return f"{x:.3f}" if abs(x) < 100 else f"{x:,.1f}"
 
@@ -946,10 +1003,11 @@ def _fmt(stat: tuple[float, float, int]) -> str:
 def build_report(records: Sequence[RunRecord], metric: str, source: str, sweep: Optional[str],
                  points: int = DEFAULT_POINTS, band: str = "iqr", reps: int = stats.BOOTSTRAP_REPS,
                  seed: int = stats.BOOTSTRAP_SEED, lower: Optional[bool] = None, note: str = "",
-                 include_unfinished: bool = False) -> Report:
+                 include_unfinished: bool = False, at: Sequence[int] = ()) -> Report:
     """``lower``: whether lower values of ``metric`` are better (default: :data:`LOWER_IS_BETTER`);
     ``note``: a sentence for the top of the Markdown (e.g. why this metric was chosen);
-    ``include_unfinished``: a progress report, see :func:`classify`."""
+    ``include_unfinished``: a progress report, see :func:`classify`; ``at``: steps of a per-run
+    table in each environment's section (:func:`run_table`)."""
     if not records:
         raise ReportError(f"no runs{' of sweep ' + repr(sweep) if sweep else ''} in {source}")
     if band not in stats.BANDS:
@@ -964,7 +1022,7 @@ def build_report(records: Sequence[RunRecord], metric: str, source: str, sweep: 
         envs.append(report)
     return Report(metric, source, sweep, envs, len(records), band, reps,
                   across_tasks(envs, reps, seed, lower_is_better(metric, lower)), note=note,
-                  include_unfinished=include_unfinished)
+                  include_unfinished=include_unfinished, at=tuple(at))
 
 
 # --------------------------------------------------------------------------- plots

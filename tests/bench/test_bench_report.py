@@ -560,3 +560,40 @@ def test_a_progress_report_counts_the_latest_unfinished_attempt_of_each_seed_and
     assert finished_only.envs[0].horizon == (0.0, 300.0) and "Only finished runs count" in finished_only.markdown()
     assert [c.legend for c in finished_only.envs[0].curves] == ["n=1", "n=1"]
     assert "unfinished" not in finished_only.table(finished_only.envs[0]).split("|")[8]
+
+
+def test_steps_for_the_per_run_table_take_k_and_m_suffixes_and_refuse_what_is_not_a_step():
+    assert rep.parse_steps("100k, 250000,1.5M") == (100_000, 250_000, 1_500_000)
+    for bad, words in (("10x", "not a step"), ("0", "positive"), ("1.5", "whole"), ("200k,100k", "increase"),
+                       ("100k,100k", "increase")):
+        with pytest.raises(rep.ReportError, match=words):
+            rep.parse_steps(bad)
+
+
+def test_the_per_run_table_takes_the_first_value_at_or_after_each_step_and_the_last_with_its_step():
+    a = record("qmix", "m", 2, [0, 20_000, 40_000, 61_000, 82_000], [0.0, -0.04, 3.25, 7.0, 9.0])
+    b = record("qmix", "m", 1, [0, 30_000], [1.0, 2.0])  # stops before 60k: a blank cell, not a stale value
+    c = record("gauge", "m", 1, [0, 60_000], [-12.0, 40.0])
+    c.unfinished = "unfinished: INTERRUPTED"
+    table = rep.run_table([a, b, c], METRIC, (20_000, 60_000))
+    assert table.splitlines() == [
+        "| run | 20k | 60k | last (step) |",
+        "|---|---|---|---|",
+        "| `gauge` s1 (not finished) | 40.0 | 40.0 | 40.0 (60k) |",
+        "| `qmix` s1 | 2.0 |  | 2.0 (30k) |",
+        "| `qmix` s2 | 0.0 | 7.0 | 9.0 (82k) |",  # -0.04 shows as 0.0, never "-0.0"
+    ]
+    rate = record("x", "m", 1, [0, 10], [0.444, 1.0])
+    assert rep.run_table([rate], METRIC, (5,)).splitlines()[-1] == "| `x` s1 | 1.00 | 1.00 (10) |"
+
+
+def test_cli_report_at_steps_adds_the_per_run_table_to_report_md(tmp_path, capsys):
+    pytest.importorskip("matplotlib", reason="plots need matplotlib (pip install matplotlib)")
+    needs_rliable()
+    write_file_storage(tmp_path / "host" / "results" / "sacred")
+    code = cli.main(["report", str(tmp_path / "host"), "--sweep", "s", "--at", "100,250", "--out", str(tmp_path / "r")])
+    assert code == 0, capsys.readouterr().err
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "| run | 100 | 250 | last (step) |" in md and "| `A` s3 | 3.0 | 9.0 | 9.0 (300) |" in md
+    code = cli.main(["report", str(tmp_path / "host"), "--sweep", "s", "--at", "1k,2x", "--out", str(tmp_path / "r2")])
+    assert code == 2 and "--at: '2x'" in capsys.readouterr().err and not (tmp_path / "r2").exists()
