@@ -176,3 +176,23 @@ def test_ragged_benchmark_batches_are_laid_out_as_the_runners_leave_them(pymarl2
     assert episode_lengths(ragged).tolist() == (lengths + 1).tolist()
     assert transition_mask(ragged).sum(1).tolist() == lengths.tolist()
     assert episode_lengths(full).tolist() == [8] * 6 and bool(transition_mask(full).all())
+
+
+@pytest.mark.integration
+def test_the_stag_hunt_benchmark_drives_the_stock_and_the_one_pass_env_through_worker_steps(pymarl2_host):
+    import numpy as np
+
+    from host_modules import imported_from_host
+
+    import stag_hunt_env
+
+    with imported_from_host(pymarl2_host, "envs.stag_hunt.stag_hunt") as module:
+        stock, ours = stag_hunt_env.make_envs(pymarl2_host / "src")
+        assert stock.get_obs.__func__ is module.StagHunt.get_obs  # the env's own
+        assert ours.get_obs.func.__module__ == "pymarl_nonmono.hosts.pymarl2.stag_hunt"
+        assert stock.miscapture_punishment == ours.miscapture_punishment == -1  # the study's setting
+        for env in (stock, ours):
+            worker, methods = stag_hunt_env.episode_calls(env, np.random.default_rng(0), 5)
+            worker(0)
+            methods(0)
+            assert env.steps == 5

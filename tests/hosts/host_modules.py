@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Iterator
 
-GENERIC_PACKAGES = ("modules", "utils")
+GENERIC_PACKAGES = ("modules", "utils", "envs")
 
 
 @contextlib.contextmanager

@@ -21,6 +21,7 @@ from ..pymarl_family.signals import record_sigterm_as_interrupt
 from ..pymarl_family.workers import reporting_env_factory, stop_when_an_env_worker_fails
 from ..spec import PYMARL2
 from .preflight import PreflightError, check_config, check_environment, check_values
+from .stag_hunt import accelerated_factory
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,8 @@ def activate() -> list[str]:
     envs.REGISTRY.setdefault("grf", make_football_env)
     envs.REGISTRY.setdefault("smaclite", make_smaclite_env)
     stop_when_an_env_worker_fails()
+    if "stag_hunt" in envs.REGISTRY:
+        envs.REGISTRY["stag_hunt"] = accelerated_factory(envs.REGISTRY["stag_hunt"])
     for name, factory in list(envs.REGISTRY.items()):
         envs.REGISTRY[name] = reporting_env_factory(factory)
     for name, fn in list(host_run.REGISTRY.items()):
