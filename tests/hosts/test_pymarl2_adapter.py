@@ -115,8 +115,12 @@ def test_skipping_padding_leaves_every_logged_value_and_gradient_unchanged(boots
     assert stats.keys() == stats_full.keys()
     for key in stats:
         assert [v for _, v in stats[key]] == pytest.approx([v for _, v in stats_full[key]], rel=1e-5, abs=1e-6), key
+    # Adam divides by the root of each gradient's second moment: where that is tiny, summation-order
+    # differences (other CPU kernels) move a parameter by a fraction of one step (lr 1e-3); seen:
+    # 1.1e-5 on one of 6,144 elements on an AMD EPYC (AVX2). The logged values above are the strict
+    # check; here, one real step per episode left out moved a parameter by 1.1e-4.
     for a, b in zip(params, params_full):
-        torch.testing.assert_close(a, b)
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=3e-5)
 
 
 def test_episode_lengths_are_the_written_rows_or_none_when_not_a_prefix():
