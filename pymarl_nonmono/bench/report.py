@@ -969,23 +969,19 @@ def run_table(runs: Sequence[RunRecord], metric: str, at: Sequence[int]) -> str:
     """One row per run (algorithm and seed): ``metric`` first logged at or after each step of ``at``
     (blank where the run stops before it) and its last value with the step it was logged at.
     Two decimals when every value lies in [-1, 1] (rates), else one."""
-    pairs = {id(r): r.series[metric] for r in runs if metric in r.series and len(r.series[metric][0])}
-    small = all(np.all(np.abs(v) <= 1) for _, v in pairs.values())
-    digits = 2 if small else 1
+    shown = sorted((r for r in runs if r.final(metric) is not None), key=lambda r: (r.alg, _seed_key(r.seed)))
+    digits = 2 if all(np.all(np.abs(r.series[metric][1]) <= 1) for r in shown) else 1
 
     def number(x: float) -> str:
         text = f"{x:.{digits}f}"
         return text[1:] if text.startswith("-") and not text.strip("-0.") else text  # no "-0.0"
     head = ("| run | " + " | ".join(_kilo(s) for s in at) + " | last (step) |\n|---|" + "---|" * (len(at) + 1) + "\n")
     lines = []
-    for r in sorted(runs, key=lambda r: (r.alg, _seed_key(r.seed))):
-        if id(r) not in pairs:
-            continue
-        steps, values = pairs[id(r)]
+    for r in shown:
+        steps, values = r.series[metric]
         cells = [number(v) if (v := value_at(steps, values, s)) is not None else "" for s in at]
-        last = int(np.argmax(steps))
         name = f"`{r.alg}` s{r.seed}" + (" (not finished)" if r.unfinished else "")
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {number(values[last])} ({_kilo(steps[last])}) |")
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {number(r.final(metric))} ({_kilo(steps.max())}) |")
     return head + "\n".join(lines) + "\n"
 
 
