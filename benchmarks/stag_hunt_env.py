@@ -1,12 +1,12 @@
 """PyMARL2's stag_hunt env as a parallel runner's env worker drives it (``step``, then
-``get_state``, ``get_avail_actions`` and ``get_obs``, every step), with the env's own
-``get_obs``/``get_avail_actions`` and with our one-pass ones (hosts/pymarl2/stag_hunt.py), on
-random episodes of the predator-prey study's setting. Needs a PyMARL2 checkout:
+``get_state``, ``get_avail_actions`` and ``get_obs``, every step), with the env's own methods and with ours
+(hosts/pymarl2/stag_hunt.py: ``step`` on Python scalars, the other two in one pass), on random
+episodes of the predator-prey study's setting. Needs a PyMARL2 checkout:
 
     PYMARL2_DIR=/path/to/pymarl2 python benchmarks/stag_hunt_env.py [--episodes 21] [--clock cpu]
 
 Episodes alternate between the two; prints the median ms per env step of each and the ratio
-one-pass / stock, for the whole worker step and for the two methods alone.
+ours / stock, for the whole worker step and for the two observation methods alone.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ log = logging.getLogger("stag_hunt_env")
 
 
 def make_envs(src, **changes):
-    """(stock env, env with the one-pass methods), the study's setting unless ``changes``."""
+    """(stock env, env with our methods), the study's setting unless ``changes``."""
     from envs.stag_hunt.stag_hunt import StagHunt
 
     from pymarl_nonmono.hosts.pymarl2.stag_hunt import accelerate
@@ -33,7 +33,7 @@ def make_envs(src, **changes):
     args.update({"miscapture_punishment": -1, **changes})
     stock, ours = StagHunt(**args), StagHunt(**args)
     if not accelerate(ours):
-        raise SystemExit("the one-pass methods do not cover this setting")
+        raise SystemExit("our methods do not cover this setting")
     return stock, ours
 
 
@@ -70,13 +70,13 @@ def main(argv=None) -> int:
     rng = np.random.default_rng(0)
     steps = stock.episode_limit
     calls = {}
-    for name, env in (("stock", stock), ("one-pass", ours)):
+    for name, env in (("stock", stock), ("ours", ours)):
         calls[("worker", name)], calls[("methods", name)] = episode_calls(env, rng, steps)
     medians = median_times(calls, max(7, opts.episodes), opts.clock)
     for kind, what in (("worker", "step + get_state + get_avail_actions + get_obs"),
                        ("methods", "get_avail_actions + get_obs")):
-        a, b = medians[(kind, "stock")] / steps * 1e3, medians[(kind, "one-pass")] / steps * 1e3
-        log.info("%s, ms per env step (%s clock): stock %.3f  one-pass %.3f  %.2fx", what, opts.clock, a, b, b / a)
+        a, b = medians[(kind, "stock")] / steps * 1e3, medians[(kind, "ours")] / steps * 1e3
+        log.info("%s, ms per env step (%s clock): stock %.3f  ours %.3f  %.2fx", what, opts.clock, a, b, b / a)
     return 0
 
 

@@ -1,16 +1,18 @@
-"""Observations and available actions of a predator-prey grid world (PyMARL2's ``stag_hunt``),
-for all agents at once, from the entities' positions.
+"""A predator-prey grid world's step (PyMARL2's ``stag_hunt``) on plain lists, and its observations
+and available actions for all agents at once, from the entities' positions.
 
 PyMARL2's env draws every entity onto a padded copy of the world once per agent and per step,
-entity by entity, to cut out each agent's window; with its available actions, that is about 70%
-of the env's time and most of a predator-prey run's (``benchmarks/stag_hunt_env.py``). These are
-the same arrays computed in one pass; ``hosts/pymarl2/stag_hunt.py`` puts them on the env for
-the settings they cover, and tests compare them with the env's own methods on every step of
-random episodes. No host import here.
+entity by entity, to cut out each agent's window, and moves entities with numpy operations on
+two-element arrays; observations, available actions and the step were nearly all of the env's
+time (``benchmarks/stag_hunt_env.py``). These compute the same things: the arrays in one pass,
+the step with Python scalars, drawing the same random numbers in the same order.
+``hosts/pymarl2/stag_hunt.py`` puts them on the env for the settings they cover, and tests
+compare them with the env's own methods on every step of random episodes. No host import here.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import numpy as np
@@ -73,3 +75,122 @@ def available_actions(positions: np.ndarray, active: np.ndarray, prey_at: np.nda
     avail[frozen] = 0
     avail[frozen, stay] = 1
     return avail
+
+
+@dataclass(frozen=True)
+class HuntRules:
+    """What one step of a bounded predator-prey world does (PyMARL2's ``stag_hunt`` settings).
+
+    Prey kinds are grid channels 1 (stag) and 2 (hare); per-kind tuples are indexed ``kind - 1``."""
+    shape: tuple[int, int]
+    moves: tuple[tuple[int, int], ...]  # displacement of each action; the first four are the moves
+    n_actions: int
+    agent_blockers: tuple[int, ...]  # channels whose occupants an agent cannot move onto
+    catch: Optional[int]  # the catch action; None: a prey is captured when it has few free cells
+    catchers_needed: tuple[int, ...]  # agents that must catch a prey together, per kind
+    free_cells_to_capture: tuple[int, ...]  # without a catch action: captured with at most this many
+    capture_rewards: tuple[float, ...]  # per kind
+    miscapture_punishment: float
+    collision_reward: float
+    prevent_cannibalism: bool  # a capture needs an agent next to the prey
+    capture_freezes: bool  # the catching agents stop for the rest of the episode
+    remove_frozen: bool  # ... and leave the grid
+    capture_terminal: bool
+    mountain_slope: float  # probability that an uphill move is not made
+    rest_probability: tuple[float, ...]  # per kind: a free prey stays put
+
+
+#: Channels that block a prey's move, and the channel whose occupants a prey can be next to.
+PREY_BLOCKERS, AGENTS = (0, 1, 2), (0,)
+#: The uphill move of agents, and of each prey kind (``kind - 1``), for ``mountain_slope``.
+AGENT_UPHILL, PREY_UPHILL = 3, (1, 3)
+
+
+@dataclass
+class HuntWorld:
+    """A world's state as plain lists, changed in place by :func:`hunt_step`."""
+    grid: list  # [H][W][C] occupancy: 1.0 where an entity of channel C stands
+    agents: list  # [N] [row, column]
+    active: list  # [N] bool: not frozen
+    prey: list  # [M] [row, column]
+    alive: list  # [M] bool
+    kind: list  # [M] int: the prey's channel
+
+
+def hunt_step(world: HuntWorld, actions: Sequence[int], rules: HuntRules, rng) -> tuple[list, bool]:
+    """One step: agents move one by one in random order, then each living prey, in random order, is
+    captured, or rests or moves to a random free neighbouring cell. Returns the step's reward terms
+    in the order they arise (the env sums them in its own dtype) and whether the episode ends
+    (all prey captured, all agents frozen, or a capture with ``capture_terminal``).
+
+    ``rng`` is called exactly as PyMARL2's env calls numpy's global generator (``permutation``,
+    ``rand``, ``randint``, in the same order and number), so a seeded run draws the same stream."""
+    if len(actions) != len(world.agents):
+        raise ValueError(f"{len(actions)} actions for {len(world.agents)} agents")
+    grid, moves, (height, width) = world.grid, rules.moves, rules.shape
+    terms, terminated = [], False
+
+    def landing(pos, u):
+        return min(max(pos[0] + moves[u][0], 0), height - 1), min(max(pos[1] + moves[u][1], 0), width - 1)
+
+    def occupied(cell, channels):
+        here = grid[cell[0]][cell[1]]
+        return sum(here[k] for k in channels) > 0
+
+    def move(pos, cell, channel):
+        grid[pos[0]][pos[1]][channel] = 0.0
+        grid[cell[0]][cell[1]][channel] = 1.0
+        return [cell[0], cell[1]]
+
+    for a in rng.permutation(len(world.agents)).tolist():
+        if not world.active[a]:
+            continue
+        if rng.rand() < rules.mountain_slope and actions[a] == AGENT_UPHILL:
+            continue
+        cell = landing(world.agents[a], actions[a])
+        if occupied(cell, rules.agent_blockers):  # staying (or a wall) lands on the agent itself
+            terms.append(rules.collision_reward)
+        else:
+            world.agents[a] = move(world.agents[a], cell, 0)
+
+    for p in rng.permutation(len(world.prey)).tolist():
+        if not world.alive[p]:
+            continue
+        pos, kind = world.prey[p], world.kind[p]
+        free = [u for u in range(4) if not occupied(landing(pos, u), PREY_BLOCKERS)]
+        next_to_agent = any(occupied(landing(pos, u), AGENTS) for u in range(4))
+        if rules.catch is not None:
+            catchers = sum(1 for a, at in enumerate(world.agents)
+                           if actions[a] == rules.catch and world.active[a]
+                           and any(pos[0] + moves[u][0] == at[0] and pos[1] + moves[u][1] == at[1] for u in range(4)))
+            captured = catchers >= rules.catchers_needed[kind - 1]
+            if catchers and not captured:
+                terms.append(rules.miscapture_punishment)
+        else:
+            captured = len(free) <= rules.free_cells_to_capture[kind - 1]
+        if rules.prevent_cannibalism:
+            captured = captured and next_to_agent
+        if captured:
+            world.alive[p] = False
+            grid[pos[0]][pos[1]][kind] = 0.0
+            terminated = terminated or rules.capture_terminal
+            terms.append(rules.capture_rewards[kind - 1])
+            if rules.capture_freezes:
+                for a, at in enumerate(world.agents):
+                    if world.active[a] and (rules.catch is None or actions[a] == rules.catch) and any(
+                            at[0] + moves[u][0] == pos[0] and at[1] + moves[u][1] == pos[1]
+                            for u in range(rules.n_actions - 1)):
+                        world.active[a] = False
+                        if rules.remove_frozen:
+                            grid[at[0]][at[1]][0] = 0.0
+            continue
+        no_agent_here = grid[pos[0]][pos[1]][0] == 0
+        if (no_agent_here and rng.rand() < rules.rest_probability[kind - 1]) or not free:
+            continue
+        u = free[rng.randint(len(free))]
+        if rng.rand() < rules.mountain_slope and no_agent_here and u == PREY_UPHILL[kind - 1]:
+            continue
+        cell = landing(pos, u)
+        if not occupied(cell, PREY_BLOCKERS):
+            world.prey[p] = move(pos, cell, kind)
+    return terms, terminated or not any(world.alive) or not any(world.active)

@@ -1,12 +1,13 @@
 """The one-pass predator-prey observations and available actions against loop references that
-draw each entity onto a padded world, one agent at a time (the env's own method, in outline)."""
+draw each entity onto a padded world, one agent at a time (the env's own method, in outline); the
+step on hand-made worlds whose outcome is known, with a scripted random generator."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from pymarl_nonmono.envs.stag_hunt import WALL, available_actions, local_views
+from pymarl_nonmono.envs.stag_hunt import WALL, HuntRules, HuntWorld, available_actions, hunt_step, local_views
 
 MOVES = np.array([[0, 1], [1, 0], [0, -1], [-1, 0], [0, 0], [0, 0]])  # right, down, left, up, stay, catch
 
@@ -92,3 +93,121 @@ def test_inputs_of_the_wrong_shape_are_refused():
     with pytest.raises(ValueError, match="channel 1"):
         local_views(np.zeros((2, 2), dtype=int), [(np.zeros((3, 2), dtype=int), np.ones(2, bool), 1)], (4, 4), (1, 1), 3,
                     False)
+
+
+RIGHT, DOWN, LEFT, UP, STAY, CATCH = range(6)
+
+
+def study_rules(**changes):
+    """The predator-prey study's rules (PyMARL2's stag_hunt.yaml at punishment -1)."""
+    rules = dict(shape=(5, 5), moves=tuple(map(tuple, MOVES.tolist())), n_actions=6, agent_blockers=(0, 1, 2),
+                 catch=CATCH, catchers_needed=(2, 1), free_cells_to_capture=(0, 1), capture_rewards=(10, 1),
+                 miscapture_punishment=-1.0, collision_reward=0, prevent_cannibalism=True, capture_freezes=True,
+                 remove_frozen=True, capture_terminal=False, mountain_slope=0.0, rest_probability=(0.0, 0.0))
+    rules.update(changes)
+    return HuntRules(**rules)
+
+
+def world(shape, agents, prey, kinds=None):
+    grid = [[[0.0, 0.0, 0.0] for _ in range(shape[1])] for _ in range(shape[0])]
+    kinds = kinds or [1] * len(prey)
+    for r, c in agents:
+        grid[r][c][0] = 1.0
+    for (r, c), k in zip(prey, kinds):
+        grid[r][c][k] = 1.0
+    return HuntWorld(grid=grid, agents=[list(a) for a in agents], active=[True] * len(agents),
+                     prey=[list(p) for p in prey], alive=[True] * len(prey), kind=list(kinds))
+
+
+class Script:
+    """A generator that plays back given draws and records every call (name, argument)."""
+
+    def __init__(self, permutations=(), uniforms=(), integers=()):
+        self.queues = {"permutation": list(permutations), "rand": list(uniforms), "randint": list(integers)}
+        self.calls = []
+
+    def permutation(self, n):
+        self.calls.append(("permutation", n))
+        order = self.queues["permutation"].pop(0) if self.queues["permutation"] else list(range(n))
+        return np.array(order)
+
+    def rand(self):
+        self.calls.append(("rand", None))
+        return self.queues["rand"].pop(0) if self.queues["rand"] else 0.5
+
+    def randint(self, n):
+        self.calls.append(("randint", n))
+        return self.queues["randint"].pop(0) if self.queues["randint"] else 0
+
+
+def test_two_agents_catching_together_capture_the_stag_and_freeze_off_the_grid():
+    w = world((5, 5), agents=[(1, 2), (2, 1), (4, 4)], prey=[(2, 2), (0, 0)])
+    rng = Script()
+    terms, done = hunt_step(w, [CATCH, CATCH, STAY], study_rules(), rng)
+    assert w.alive == [False, True] and w.grid[2][2][1] == 0.0
+    assert w.active == [False, False, True] and w.grid[1][2][0] == 0.0 and w.grid[2][1][0] == 0.0
+    # every agent's move lands on itself (catch and stay do not move): 3 collisions worth 0, then the capture
+    assert terms == [0, 0, 0, 10] and not done
+    # one rand per active agent; the captured stag draws nothing, the other rests or moves (rand, randint, rand)
+    assert rng.calls == [("permutation", 3), ("rand", None), ("rand", None), ("rand", None), ("permutation", 2),
+                         ("rand", None), ("randint", 2), ("rand", None)]
+
+
+def test_a_lone_catch_is_punished_and_the_stag_moves_to_a_free_cell():
+    w = world((5, 5), agents=[(1, 2), (3, 3)], prey=[(2, 2)])
+    terms, done = hunt_step(w, [CATCH, LEFT], study_rules(), Script(integers=[1]))
+    assert w.agents[1] == [3, 2] and w.grid[3][3][0] == 0.0 and w.grid[3][2][0] == 1.0
+    assert terms == [0, -1.0] and w.alive == [True] and w.active == [True, True]
+    # free cells of the stag at (2, 2): right (2, 3), down is now the agent at (3, 2), left (2, 1), up is the
+    # catcher: [RIGHT, LEFT], and the scripted draw 1 picks LEFT
+    assert w.prey == [[2, 1]] and w.grid[2][2][1] == 0.0 and w.grid[2][1][1] == 1.0
+
+
+def test_walls_and_other_agents_block_moves_and_count_as_collisions():
+    w = world((3, 3), agents=[(0, 0), (0, 1)], prey=[(2, 2)])
+    terms, _ = hunt_step(w, [UP, LEFT], study_rules(shape=(3, 3), collision_reward=-0.5), Script())
+    assert w.agents == [[0, 0], [0, 1]] and terms == [-0.5, -0.5]
+
+
+def test_uphill_moves_fail_with_the_mountain_slope_and_resting_prey_stay():
+    w = world((5, 5), agents=[(2, 2)], prey=[(4, 4)])
+    rng = Script(uniforms=[0.1, 0.2])
+    terms, _ = hunt_step(w, [UP], study_rules(mountain_slope=0.5, rest_probability=(0.3, 0.0)), rng)
+    assert w.agents == [[2, 2]] and terms == [] and w.prey == [[4, 4]]  # 0.1 < 0.5: no climb; 0.2 < 0.3: rest
+    assert [name for name, _ in rng.calls] == ["permutation", "rand", "permutation", "rand"]
+
+
+def test_without_a_catch_action_a_surrounded_prey_is_captured():
+    w = world((3, 3), agents=[(0, 1), (1, 0), (1, 2), (2, 1)], prey=[(1, 1)])
+    rules = study_rules(shape=(3, 3), catch=None, free_cells_to_capture=(0, 1))
+    terms, done = hunt_step(w, [STAY] * 4, rules, Script())
+    assert w.alive == [False] and terms[-1] == 10 and done  # all prey captured ends the episode
+    assert w.active == [False] * 4  # every neighbour freezes (no catch action needed)
+
+
+def test_cannibalism_prevention_needs_an_agent_next_to_the_prey():
+    w = world((3, 3), agents=[(2, 2)], prey=[(0, 0), (0, 1), (1, 0)])  # the corner prey is boxed in by prey
+    rules = study_rules(shape=(3, 3), catch=None, free_cells_to_capture=(0, 0))
+    hunt_step(w, [STAY], rules, Script(permutations=[[0], [0, 1, 2]]))
+    assert w.alive[0]
+    w = world((3, 3), agents=[(2, 2)], prey=[(0, 0), (0, 1), (1, 0)])
+    hunt_step(w, [STAY], study_rules(shape=(3, 3), catch=None, free_cells_to_capture=(0, 0),
+                                     prevent_cannibalism=False), Script(permutations=[[0], [0, 1, 2]]))
+    assert not w.alive[0]
+
+
+def test_a_step_needs_one_action_per_agent():
+    w = world((5, 5), agents=[(1, 2), (3, 3)], prey=[(2, 2)])
+    with pytest.raises(ValueError, match="1 actions for 2 agents"):
+        hunt_step(w, [STAY], study_rules(), Script())
+
+
+def test_a_prey_under_an_agent_neither_rests_nor_feels_the_slope():
+    # agents blocked by agents only can stand on prey; the env then skips the prey's rest draw and
+    # its slope check (its `grid[..., 0] == 0` conditions)
+    w = world((5, 5), agents=[(2, 2)], prey=[(2, 2)])
+    rules = study_rules(agent_blockers=(0,), mountain_slope=0.99, rest_probability=(1.0, 1.0))
+    rng = Script(uniforms=[0.5, 0.0], integers=[1])  # free: [RIGHT, DOWN, LEFT, UP]; 1 is DOWN, the stag's uphill
+    hunt_step(w, [STAY], rules, rng)
+    assert w.prey == [[3, 2]] and [name for name, _ in rng.calls] == ["permutation", "rand", "permutation",
+                                                                      "randint", "rand"]
