@@ -1,10 +1,38 @@
 """Distribution ``pymarl-nonmono``: non-monotonic QMIX (arXiv 2511.09792) for PyMARL2."""
 
+import json
+import subprocess
 from pathlib import Path
 
 from setuptools import Extension, setup
+from setuptools.command.build_py import build_py
 
 HERE = Path(__file__).parent
+#: Written into the built package: the commit it was built from (read by ``bench``'s code state).
+SOURCE_RECORD = "_source.json"
+
+
+def _git(*args):
+    try:
+        done = subprocess.run(["git", "-C", str(HERE), *args], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout if done.returncode == 0 else None
+
+
+class BuildWithSource(build_py):
+    """Copies the package and, when it is built from our own git tree, records that tree's commit
+    and its uncommitted code: an installed snapshot can then say which code a study ran."""
+
+    def run(self):
+        super().run()
+        top = _git("rev-parse", "--show-toplevel")
+        if self.dry_run or top is None or Path(top.strip()).resolve() != HERE.resolve():
+            return
+        changes = _git("status", "--porcelain", "--", "pymarl_nonmono", "config", "setup.py") or ""
+        record = {"commit": (_git("rev-parse", "HEAD") or "").strip() or None,
+                  "uncommitted": [line[3:] for line in changes.splitlines() if line.strip()]}
+        (Path(self.build_lib) / "pymarl_nonmono" / SOURCE_RECORD).write_text(json.dumps(record) + "\n")
 
 setup(
     name="pymarl-nonmono",
@@ -43,6 +71,7 @@ setup(
         "pymarl_nonmono.patches": ["pymarl2/*.patch", "epymarl/*.patch"],
     },
     include_package_data=False,
+    cmdclass={"build_py": BuildWithSource},
     # The fused GRU step kernels (pymarl_nonmono/numerics/fused_gru.py). Plain C against Python's
     # headers, no torch headers, so building needs no torch. Optional: without a C compiler the
     # install still succeeds and the agents fall back to torch's GRUCell (gru_kernel: auto).

@@ -346,7 +346,7 @@ def _bench(args, path: str) -> int:
         where = f"job {state['job_id']}" if state.get("job_id") else f"pid {state.get('pid')} on {state.get('hostname')}"
         _out(f"  skipped, in progress elsewhere ({where}, since {state.get('started') or state.get('submitted')}): "
              f"{run.key}; pass --restart-stale if it is dead")
-    code = code_state()
+    code = ctx.code = code_state()
     mutable = warn_if_mutable(code)
     if mutable:
         log.warning("%s", mutable)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import logging
 import os
 import subprocess
@@ -119,6 +120,8 @@ def prepare(sweep: Sweep, host_path: str | os.PathLike, *, host_spec: Optional[H
 
 # What decides the method's behaviour in a run: a change to these mid-sweep changes later runs.
 CODE_PATHS = ("pymarl_nonmono", "config")
+#: What setup.py writes into a package built from our git tree (:func:`code_state`).
+SOURCE_RECORD = "_source.json"
 
 
 def _git(tree: Path, *args: str) -> Optional[str]:
@@ -132,7 +135,8 @@ def _git(tree: Path, *args: str) -> Optional[str]:
 def code_state(package_dir: Optional[Path] = None) -> dict:
     """Which pymarl-nonmono code the runs will import: its version, and when it is imported
     from a git working tree (an editable install), the tree, its commit and its uncommitted
-    changes under :data:`CODE_PATHS`.
+    changes under :data:`CODE_PATHS`; when it is an installed copy built from our git tree,
+    ``built_from``: that tree's commit and its uncommitted code then (setup.py records them).
 
     Each run imports the package when it starts, so with an editable install an edit made
     while a sweep runs silently changes the runs that start after it.
@@ -151,10 +155,19 @@ def code_state(package_dir: Optional[Path] = None) -> dict:
     # Only our own source tree counts: an installed copy can sit in someone else's git
     # tree (a venv inside a project), whose commit says nothing about our code.
     if tree is None or tree / "pymarl_nonmono" != package_dir:
-        return dict(state, working_tree=None)
+        built = _built_from(package_dir)
+        return dict(state, working_tree=None, **({"built_from": built} if built else {}))
     changes = _git(tree, "status", "--porcelain", "--", *CODE_PATHS)
     return dict(state, working_tree=str(tree), commit=(_git(tree, "rev-parse", "HEAD") or "").strip() or None,
                 uncommitted=None if changes is None else [line[3:] for line in changes.splitlines() if line.strip()])
+
+
+def _built_from(package_dir: Path) -> Optional[dict]:
+    try:
+        record = json.loads((package_dir / SOURCE_RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def warn_if_mutable(state: dict) -> Optional[str]:

@@ -56,6 +56,7 @@ class Context:
     mongo_off: bool = False
     timeout_s: Optional[float] = None
     threads: Optional[int] = None  # OMP/MKL threads per run, unless the user set them
+    code: Optional[dict] = None  # the pymarl-nonmono code the runs import (launch.code_state), kept in each run's state
 
     def state_path(self, run: RunSpec) -> Path:
         return Path(self.sweep_dir) / "runs" / f"{run.key}.json"
@@ -347,7 +348,7 @@ def _keep_previous_log(log_path: Path, attempt: int) -> Optional[str]:
 
 
 def _attempt_record(state: Mapping) -> dict:
-    keys = ("started", "ended", "status", "error", "sacred_id", "results_dir", "resumed_from", "log", "seconds")
+    keys = ("started", "ended", "status", "error", "sacred_id", "results_dir", "resumed_from", "log", "seconds", "code")
     record = {k: state[k] for k in keys if k in state}
     if record.get("status") in (RUNNING, SUBMITTED):
         record["status"] = LOST
@@ -376,6 +377,8 @@ def run_one(run: RunSpec, ctx: Context, env_extra: Optional[Mapping[str, str]] =
         "command": command, "identity": identity(run), "status": RUNNING, "started": _now(), "hostname": socket.gethostname(),
         "pid": os.getpid(), "log": str(log_path),
     }
+    if ctx.code is not None:
+        state["code"] = ctx.code
     if attempts:
         state["attempts"] = attempts
     if point is not None:

@@ -1,5 +1,6 @@
-"""bench records which pymarl-nonmono code its runs import, and warns when that code can change
-under a running sweep (an editable install with uncommitted changes)."""
+"""bench records which pymarl-nonmono code its runs import (in sweep.json and in each run's state),
+and warns when that code can change under a running sweep (an editable install with uncommitted
+changes)."""
 
 from __future__ import annotations
 
@@ -73,6 +74,17 @@ def test_an_installed_copy_outside_git_has_no_working_tree(tmp_path):
     assert launch.warn_if_mutable(state) is None
 
 
+def test_an_installed_copy_built_from_our_tree_names_the_commit_it_was_built_from(tmp_path):
+    installed = tmp_path / "site" / "pymarl_nonmono"
+    installed.mkdir(parents=True)
+    built = {"commit": "f" * 40, "uncommitted": []}
+    (installed / launch.SOURCE_RECORD).write_text(json.dumps(built))
+    state = launch.code_state(installed)
+    assert state["working_tree"] is None and state["built_from"] == built
+    (installed / launch.SOURCE_RECORD).write_text("{not json")
+    assert "built_from" not in launch.code_state(installed)
+
+
 def test_an_installed_copy_inside_another_git_tree_is_not_that_tree(tree):
     # e.g. a venv inside a project: the project's commit says nothing about our code.
     installed = tree / "venv" / "site-packages" / "pymarl_nonmono"
@@ -94,3 +106,5 @@ def test_bench_warns_and_records_the_code_in_sweep_json(cli_host, tree, monkeypa
     assert "uncommitted changes (pymarl_nonmono/learner.py)" in caplog.text
     recorded = json.loads((cli_host / "results" / "sweeps" / "code1" / "sweep.json").read_text())["code"]
     assert recorded["working_tree"] == str(tree.resolve()) and recorded["uncommitted"] == ["pymarl_nonmono/learner.py"]
+    (state,) = (json.loads(p.read_text()) for p in (cli_host / "results" / "sweeps" / "code1" / "runs").glob("*.json"))
+    assert state["status"] == "COMPLETED" and state["code"] == recorded
