@@ -128,6 +128,7 @@ def hunt_step(world: HuntWorld, actions: Sequence[int], rules: HuntRules, rng) -
     if len(actions) != len(world.agents):
         raise ValueError(f"{len(actions)} actions for {len(world.agents)} agents")
     grid, moves, (height, width) = world.grid, rules.moves, rules.shape
+    reach = set(moves[:rules.n_actions - 1])  # where an agent's non-catch actions would take it, relative to it
     terms, terminated = [], False
 
     def landing(pos, u):
@@ -157,12 +158,14 @@ def hunt_step(world: HuntWorld, actions: Sequence[int], rules: HuntRules, rng) -
         if not world.alive[p]:
             continue
         pos, kind = world.prey[p], world.kind[p]
-        free = [u for u in range(4) if not occupied(landing(pos, u), PREY_BLOCKERS)]
-        next_to_agent = any(occupied(landing(pos, u), AGENTS) for u in range(4))
+        cells = [landing(pos, u) for u in range(4)]
+        free = [u for u in range(4) if not occupied(cells[u], PREY_BLOCKERS)]
+        next_to_agent = any(occupied(cell, AGENTS) for cell in cells)
         if rules.catch is not None:
+            # a catcher stands on one of the prey's four neighbouring cells, not kept inside the world
+            around = {(pos[0] + dr, pos[1] + dc) for dr, dc in moves[:4]}
             catchers = sum(1 for a, at in enumerate(world.agents)
-                           if actions[a] == rules.catch and world.active[a]
-                           and any(pos[0] + moves[u][0] == at[0] and pos[1] + moves[u][1] == at[1] for u in range(4)))
+                           if actions[a] == rules.catch and world.active[a] and (at[0], at[1]) in around)
             captured = catchers >= rules.catchers_needed[kind - 1]
             if catchers and not captured:
                 terms.append(rules.miscapture_punishment)
@@ -177,9 +180,8 @@ def hunt_step(world: HuntWorld, actions: Sequence[int], rules: HuntRules, rng) -
             terms.append(rules.capture_rewards[kind - 1])
             if rules.capture_freezes:
                 for a, at in enumerate(world.agents):
-                    if world.active[a] and (rules.catch is None or actions[a] == rules.catch) and any(
-                            at[0] + moves[u][0] == pos[0] and at[1] + moves[u][1] == pos[1]
-                            for u in range(rules.n_actions - 1)):
+                    if (world.active[a] and (rules.catch is None or actions[a] == rules.catch)
+                            and (pos[0] - at[0], pos[1] - at[1]) in reach):
                         world.active[a] = False
                         if rules.remove_frozen:
                             grid[at[0]][at[1]][0] = 0.0
@@ -190,7 +192,5 @@ def hunt_step(world: HuntWorld, actions: Sequence[int], rules: HuntRules, rng) -
         u = free[rng.randint(len(free))]
         if rng.rand() < rules.mountain_slope and no_agent_here and u == PREY_UPHILL[kind - 1]:
             continue
-        cell = landing(pos, u)
-        if not occupied(cell, PREY_BLOCKERS):
-            world.prey[p] = move(pos, cell, kind)
+        world.prey[p] = move(pos, cells[u], kind)  # free: nothing has moved since it was checked
     return terms, terminated or not any(world.alive) or not any(world.active)

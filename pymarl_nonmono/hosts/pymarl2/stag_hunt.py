@@ -25,7 +25,7 @@ OTHER_STEPS = ("print_caught_prey", "print_frozen_agents")
 
 
 def not_covered(env) -> list[str]:
-    """The settings of ``env`` that the one-pass methods do not cover (empty: they apply)."""
+    """The settings of ``env`` that our methods do not cover (empty: they apply)."""
     missing = [name for name in (*OTHER_OBSERVATIONS, *OTHER_STEPS, "n_feats", "agents", "prey", "grid", "args")
                if not hasattr(env, name)]
     if missing:
